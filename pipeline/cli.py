@@ -1,0 +1,196 @@
+"""The ``linearlink`` command line: run | plan | init | schema | stretch | sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.config.loader import config_schema, default_config_yaml, load_config
+from pipeline.errors import LinearLinkError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``linearlink`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except LinearLinkError as exc:
+        print(f"linearlink: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linearlink",
+        description="Calibrate, register and integrate a night of raw FITS frames into linear masters.",
+    )
+    parser.add_argument("--version", action="version", version=f"linearlink {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="process a night folder into masters and previews")
+    _night_options(run)
+    run.add_argument("-o", "--output", type=Path, help="output folder (default: ./<night>_linearlink)")
+    run.set_defaults(handler=_run)
+
+    plan = commands.add_parser("plan", help="show groups, calibration choices and cache status")
+    _night_options(plan)
+    plan.add_argument("-o", "--output", type=Path, help="output folder whose cache to inspect")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=_plan)
+
+    init = commands.add_parser("init", help="write the default configuration with comments")
+    init.add_argument("path", nargs="?", type=Path, default=Path("linearlink.yaml"))
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=_init)
+
+    schema = commands.add_parser("schema", help="print the configuration's JSON schema")
+    schema.set_defaults(handler=lambda args: print(json.dumps(config_schema(), indent=2)))
+
+    stretch = commands.add_parser("stretch", help="render a FITS master as an STF-stretched PNG")
+    stretch.add_argument("master", type=Path)
+    stretch.add_argument("-o", "--output", type=Path, help="PNG path (default: beside the master)")
+    stretch.add_argument("--unlinked", action="store_true", help="stretch each channel on its own")
+    stretch.set_defaults(handler=_stretch)
+
+    sample = commands.add_parser("sample", help="write the synthetic sample night with ground truth")
+    sample.add_argument("outdir", type=Path)
+    sample.add_argument("--seed", type=int, default=20261126)
+    sample.set_defaults(handler=_sample)
+    return parser
+
+
+def _night_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("night", type=Path, help="folder with the night's raw FITS frames")
+    parser.add_argument("-c", "--config", type=Path, help="YAML configuration file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
+
+
+def _output_for(args: argparse.Namespace) -> Path:
+    if args.output is not None:
+        return args.output
+    return Path.cwd() / f"{args.night.resolve().name}_linearlink"
+
+
+def _check_night(night: Path) -> None:
+    if not night.is_dir():
+        raise LinearLinkError(f"{night}: not a folder; give the folder holding the night's FITS files")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.engine.runner import Pipeline
+
+    _check_night(args.night)
+    config = load_config(args.config, args.overrides)
+    started = time.perf_counter()
+    pipeline = Pipeline(config, _output_for(args), log=lambda line: print(line, flush=True))
+    summary = pipeline.run(args.night)
+    _print_summary(summary.manifest, time.perf_counter() - started)
+    print(f"manifest: {summary.manifest_path}")
+    return summary.exit_code
+
+
+def _print_summary(manifest: dict, seconds: float) -> None:
+    print("stages (computed / reused, seconds):")
+    for stage, entry in manifest["stages"].items():
+        if entry["computed"] or entry["reused"]:
+            print(f"  {stage:<17} {entry['computed']:>4} / {entry['reused']:<4} {entry['seconds']:8.2f}")
+    excluded = [frame for frame in manifest["frames"] if frame.get("excluded")]
+    for frame in excluded:
+        print(f"excluded {frame['path']}: {frame['excluded']}")
+    for skipped in manifest["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
+    for group, info in manifest["integration"].items():
+        if "failed" in info:
+            print(f"FAILED {group}: {info['failed']}")
+    for master in manifest["masters"]:
+        print(f"master {master['group']}: {master['ncombine']} subs -> {master['path']}")
+        if master["preview"]:
+            print(f"  preview -> {master['preview']}")
+    print(f"done in {seconds:.1f} s")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from pipeline.engine.runner import Pipeline
+
+    _check_night(args.night)
+    config = load_config(args.config, args.overrides)
+    description = Pipeline(config, _output_for(args)).plan(args.night)
+    if args.json:
+        print(json.dumps(description, indent=2))
+    else:
+        print(_plan_text(description))
+    return 0
+
+
+def _plan_text(description: dict) -> str:
+    lines = ["Groups:"]
+    for group in description["groups"]:
+        filt = f" filter {group['filter']}" if group["filter"] else ""
+        lines.append(f"  {group['id']}: {group['frames']} {group['type']}{filt}, {group['exposure']:g} s")
+    lines.append("Calibration:")
+    for entry in description["calibration_plan"]:
+        lines.append(f"  {entry['light_group']}:")
+        for candidate in entry["considered"]:
+            verdict = "use   " if candidate["used"] else "refuse"
+            lines.append(f"    {verdict} {candidate['role']:<9} {candidate['group_id']}: {candidate['reason']}")
+        flat = entry["flat_calibration"]
+        if flat:
+            for candidate in flat["considered"]:
+                verdict = "use   " if candidate["used"] else "refuse"
+                lines.append(f"    flat: {verdict} {candidate['role']:<9} {candidate['group_id']}: "
+                             f"{candidate['reason']}")
+    if description["skipped"]:
+        lines.append("Skipped files:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in description["skipped"]]
+    lines.append("Stage cache (cached / to compute / depends on earlier results):")
+    for stage, counts in description["cache"].items():
+        if any(counts.values()):
+            lines.append(f"  {stage:<17} {counts['cached']:>4} / {counts['to_compute']:>4} / {counts['unknown']:>4}")
+    return "\n".join(lines)
+
+
+def _init(args: argparse.Namespace) -> int:
+    if args.path.exists() and not args.force:
+        raise LinearLinkError(f"{args.path} exists; pass --force to overwrite it")
+    args.path.write_text(default_config_yaml(), encoding="utf-8")
+    print(f"wrote {args.path}")
+    return 0
+
+
+def _stretch(args: argparse.Namespace) -> int:
+    from pipeline.config.models import PreviewConfig
+    from pipeline.engine.tasks import write_png
+    from pipeline.io.fits import read_image
+    from pipeline.stages.preview import render_preview
+
+    image = read_image(args.master)
+    pixels, parameters = render_preview(image, PreviewConfig(), linked=not args.unlinked)
+    output = args.output or args.master.with_suffix(".png")
+    write_png(output, pixels)
+    print(f"wrote {output} ({parameters})")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sample_data import generate_night
+
+    started = time.perf_counter()
+    generate_night(args.outdir, rng=np.random.default_rng(args.seed), seed=args.seed)
+    print(f"wrote the sample night to {args.outdir} in {time.perf_counter() - started:.1f} s "
+          f"(ground truth in {args.outdir / 'truth'})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Configuration models: one frozen pydantic model per stage.
+
+The YAML file maps one-to-one onto :class:`PipelineConfig`; every section is a stage's model.
+Methods with parameters are discriminated unions keyed by ``method`` (for example
+``rejection: {method: sigma_clip, low: 4, high: 3}``), never on/off flag sets.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CalibrationConfig",
+    "DiscoveryConfig",
+    "EngineConfig",
+    "IntegrationConfig",
+    "MasterStackConfig",
+    "MeasurementConfig",
+    "MinMaxRejection",
+    "NoRejection",
+    "NormalizationConfig",
+    "PipelineConfig",
+    "PreviewConfig",
+    "RegistrationConfig",
+    "Rejection",
+    "SigmaClipRejection",
+    "WinsorizedSigmaRejection",
+]
+
+
+class _Section(BaseModel):
+    """Base of every configuration model: immutable, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- rejection methods
+class NoRejection(_Section):
+    """Keep every pixel."""
+
+    method: Literal["none"] = "none"
+
+
+class SigmaClipRejection(_Section):
+    """Iterative sigma clipping around the median (PixInsight semantics)."""
+
+    method: Literal["sigma_clip"] = "sigma_clip"
+    low: float = Field(4.0, gt=0, description="Reject pixels this many sigma below the median.")
+    high: float = Field(3.0, gt=0, description="Reject pixels this many sigma above the median.")
+    max_iterations: int = Field(10, ge=1, le=100, description="Stop after this many passes.")
+
+
+class WinsorizedSigmaRejection(_Section):
+    """Winsorized sigma clipping: robust sigma from a winsorized sample, then clip."""
+
+    method: Literal["winsorized_sigma"] = "winsorized_sigma"
+    low: float = Field(4.0, gt=0, description="Reject pixels this many sigma below the median.")
+    high: float = Field(3.0, gt=0, description="Reject pixels this many sigma above the median.")
+    max_iterations: int = Field(10, ge=1, le=100, description="Stop after this many passes.")
+
+
+class MinMaxRejection(_Section):
+    """Reject the n lowest and n highest values of every pixel stack."""
+
+    method: Literal["minmax"] = "minmax"
+    n_low: int = Field(1, ge=0, description="Number of lowest values rejected per pixel.")
+    n_high: int = Field(1, ge=0, description="Number of highest values rejected per pixel.")
+
+
+Rejection = Annotated[
+    NoRejection | SigmaClipRejection | WinsorizedSigmaRejection | MinMaxRejection,
+    Field(discriminator="method"),
+]
+
+
+# --------------------------------------------------------------------------- stage sections
+class DiscoveryConfig(_Section):
+    """How frames are found, classified and grouped."""
+
+    recursive: bool = Field(True, description="Scan sub-folders too.")
+    extensions: tuple[str, ...] = Field(
+        (".fit", ".fits", ".fts"), description="File name endings treated as FITS (any case)."
+    )
+    light_exposure_tolerance: float = Field(
+        2.0, ge=0, description="Lights whose exposures differ by at most this (s) share a group."
+    )
+    dark_exposure_tolerance: float = Field(
+        10.0, ge=0, description="Darks whose exposures differ by at most this (s) share a group."
+    )
+    group_keywords: tuple[Literal["gain", "offset", "temperature", "night"], ...] = Field(
+        (), description="Extra header properties that split groups (gain, offset, temperature, night)."
+    )
+    temperature_tolerance: float = Field(
+        2.0, ge=0, description="Sensor temperatures within this (deg C) count as equal."
+    )
+
+
+class MasterStackConfig(_Section):
+    """How one kind of master calibration frame is stacked."""
+
+    rejection: Rejection = Field(
+        default_factory=WinsorizedSigmaRejection, description="Pixel rejection while stacking."
+    )
+
+
+class CalibrationConfig(_Section):
+    """Master calibration frames and how lights are calibrated."""
+
+    bias: MasterStackConfig = Field(default_factory=MasterStackConfig)
+    dark: MasterStackConfig = Field(default_factory=MasterStackConfig)
+    flat: MasterStackConfig = Field(default_factory=MasterStackConfig)
+    dark_flat: MasterStackConfig = Field(default_factory=MasterStackConfig)
+    dark_scaling: bool = Field(
+        True,
+        description="Scale a bias-subtracted dark by exposure when no dark matches the lights.",
+    )
+    flat_min: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Flat pixels below this fraction of the flat's median become no-data.",
+    )
+    pedestal: float = Field(0.0, ge=0, description="Constant (ADU) added after calibration.")
+
+
+class MeasurementConfig(_Section):
+    """Star detection and per-sub statistics."""
+
+    detection_sigma: float = Field(5.0, gt=0, description="Detection threshold in noise sigmas.")
+    min_area: int = Field(5, ge=1, description="Minimum connected pixels of a star.")
+    max_stars: int = Field(300, ge=10, description="Brightest stars kept per sub.")
+
+
+class RegistrationConfig(_Section):
+    """Aligning every sub to the reference sub."""
+
+    reference: str = Field(
+        "auto", description="'auto' (best-weighted sub) or a light file name to use as reference."
+    )
+    transform: Literal["similarity", "affine"] = Field(
+        "similarity", description="Geometric model fitted to matched stars."
+    )
+    interpolation: Literal["lanczos3", "bicubic", "bilinear"] = Field(
+        "lanczos3", description="Resampling kernel."
+    )
+    max_control_points: int = Field(
+        50, ge=5, description="Brightest stars used for triangle matching."
+    )
+    match_radius: float = Field(
+        2.0, gt=0, description="Stars closer than this (px) after alignment count as matched."
+    )
+
+
+class NormalizationConfig(_Section):
+    """Global normalization of registered subs before rejection and averaging."""
+
+    method: Literal["additive_scaling", "additive", "multiplicative", "none"] = Field(
+        "additive_scaling", description="How each sub's level and scale are matched to the reference."
+    )
+
+
+class IntegrationConfig(_Section):
+    """Stacking registered subs into the master light."""
+
+    rejection: Rejection = Field(
+        default_factory=SigmaClipRejection, description="Pixel rejection method."
+    )
+    weighting: Literal["noise", "none"] = Field(
+        "noise", description="Sub weights: inverse noise variance after normalization, or equal."
+    )
+    memory_limit_mb: int = Field(
+        1024, ge=64, description="Pixel data held at once while integrating (MiB)."
+    )
+
+
+class PreviewConfig(_Section):
+    """PNG previews with the PixInsight STF auto-stretch."""
+
+    linked: bool = Field(True, description="One stretch for all channels (true colour balance).")
+    shadows_clipping: float = Field(
+        -2.8, le=0, description="Shadows clip point in MAD-sigmas from the median."
+    )
+    target_background: float = Field(
+        0.25, gt=0, lt=1, description="Where the background median lands after stretching."
+    )
+
+
+class EngineConfig(_Section):
+    """Scheduling of the dask graph."""
+
+    scheduler: Literal["threads", "synchronous"] = Field(
+        "threads", description="dask scheduler for per-frame tasks."
+    )
+    workers: int | None = Field(None, ge=1, description="Worker threads; default: CPU count.")
+
+
+class PipelineConfig(_Section):
+    """The whole LinearLink configuration; each section configures one stage."""
+
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    integration: IntegrationConfig = Field(default_factory=IntegrationConfig)
+    preview: PreviewConfig = Field(default_factory=PreviewConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -1,0 +1,412 @@
+"""Build the dask graph of a night, run it with the stage cache, publish outputs, write run.json.
+
+Graph shape per light group::
+
+    master bias / dark / dark-flat ─┐
+    master flat (after dark-flat) ──┼─> calibrate+measure (per sub) ─> reference ─> register (per sub)
+                                    └────────────────────────────────────────────────────┘
+    register (all subs) ─> integrate ─> preview
+
+Tasks move file paths and small records, never arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dask
+from dask import delayed
+
+from pipeline import __version__
+from pipeline.config.models import PipelineConfig
+from pipeline.engine import tasks
+from pipeline.engine.scan import scan_night
+from pipeline.engine.store import Store, write_json_atomic
+from pipeline.errors import LinearLinkError
+from pipeline.frames import FrameType
+from pipeline.provenance import keys
+from pipeline.stages.discover import FrameGroup, LightPlan, NightPlan, plan_night
+from pipeline.stages.register import reference_score
+
+__all__ = ["Pipeline", "RunSummary", "STAGES"]
+
+STAGES = (
+    "master_bias", "master_dark", "master_dark_flat", "master_flat",
+    "calibrate", "measure", "register", "integrate", "preview",
+)
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run produced: the manifest and an exit status."""
+
+    manifest: dict[str, Any]
+    manifest_path: Path
+    exit_code: int
+
+
+class Pipeline:
+    """Runs LinearLink on one night folder into one output folder."""
+
+    def __init__(self, config: PipelineConfig, outdir: str | Path,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.outdir = Path(outdir).resolve()
+        self.store = Store(self.outdir)
+        self.log = log or (lambda message: None)
+
+    # ------------------------------------------------------------------ discovery
+    def discover(self, night: str | Path) -> NightPlan:
+        """Scan the night folder's headers and decide groups and calibration."""
+        frames, unreadable = scan_night(night, self.config.discovery, exclude=(self.outdir,))
+        plan = plan_night(frames, self.config.discovery, dark_scaling=self.config.calibration.dark_scaling)
+        return NightPlan(plan.groups, plan.lights, plan.flats,
+                         tuple(unreadable) + plan.skipped, plan.classification)
+
+    def plan(self, night: str | Path) -> dict[str, Any]:
+        """Describe what a run would do and which stage results are already cached."""
+        plan = self.discover(night)
+        description = describe_plan(plan)
+        description["cache"] = self._cache_status(plan)
+        return description
+
+    # ------------------------------------------------------------------ run
+    def run(self, night: str | Path) -> RunSummary:
+        """Execute the whole graph and write ``run.json``; returns the summary."""
+        started = datetime.now(timezone.utc)
+        clock = time.perf_counter()
+        night = Path(night).resolve()
+        plan = self.discover(night)
+        self.log(f"found {sum(len(g.frames) for g in plan.groups)} frames in "
+                 f"{len(plan.groups)} groups; {len(plan.skipped)} files skipped")
+        graph = self._graph(plan)
+        with dask.config.set(scheduler=self.config.engine.scheduler):
+            (results,) = dask.compute(graph, num_workers=self.config.engine.workers)
+        published = self._publish(plan, results)
+        manifest = self._manifest(night, plan, results, published, started, time.perf_counter() - clock)
+        path = self.outdir / "run.json"
+        write_json_atomic(path, manifest)
+        return RunSummary(manifest, path, _exit_code(manifest))
+
+    def _graph(self, plan: NightPlan) -> dict[str, Any]:
+        masters: dict[str, Any] = {}
+        groups: dict[str, Any] = {}
+        for light_plan in plan.lights:
+            calibration = self._calibration_nodes(plan, light_plan, masters)
+            groups[light_plan.light_group] = self._group_nodes(plan, light_plan, calibration)
+        return {"masters": masters, "groups": groups}
+
+    def _master_node(self, plan: NightPlan, kind: str, group_id: str | None,
+                     masters: dict[str, Any], subtract: Any = None) -> Any:
+        if group_id is None:
+            return None
+        if group_id not in masters:
+            masters[group_id] = delayed(tasks.master_frame, pure=True)(
+                self.store, kind, plan.group(group_id), self.config, subtract=subtract,
+                dask_key_name=f"master-{group_id}",
+            )
+        return masters[group_id]
+
+    def _calibration_nodes(self, plan: NightPlan, light_plan: LightPlan,
+                           masters: dict[str, Any]) -> dict[str, Any]:
+        bias = self._master_node(plan, "bias", light_plan.bias_group, masters)
+        dark = self._master_node(plan, "dark", light_plan.dark_group, masters)
+        flat = None
+        if light_plan.flat_group:
+            flat_plan = plan.flat_plan(light_plan.flat_group)
+            if flat_plan.dark_flat_group:
+                kind = "dark_flat" if plan.group(flat_plan.dark_flat_group).frame_type is FrameType.DARK_FLAT else "dark"
+                subtract = self._master_node(plan, kind, flat_plan.dark_flat_group, masters)
+            else:
+                subtract = self._master_node(plan, "bias", flat_plan.bias_group, masters)
+            flat = self._master_node(plan, "flat", light_plan.flat_group, masters, subtract)
+        return {"bias": bias, "dark": dark, "flat": flat}
+
+    def _group_nodes(self, plan: NightPlan, light_plan: LightPlan, calibration: dict) -> dict[str, Any]:
+        group = plan.group(light_plan.light_group)
+        dark_exposure = plan.group(light_plan.dark_group).exposure if light_plan.dark_scaled else None
+        lights = []
+        for index, frame in enumerate(group.frames):
+            scale = (frame.exposure or 0.0) / dark_exposure if dark_exposure else None
+            lights.append(delayed(tasks.calibrate_and_measure, pure=True)(
+                self.store, frame, calibration, scale, self.config,
+                dask_key_name=f"calibrate-{group.group_id}-{index}"))
+        reference = delayed(select_reference, pure=True)(
+            lights, self.config.registration.reference, dask_key_name=f"reference-{group.group_id}")
+        registered = [
+            delayed(tasks.register_frame, pure=True)(
+                self.store, light, reference, group.shape, self.config,
+                dask_key_name=f"register-{group.group_id}-{index}")
+            for index, light in enumerate(lights)
+        ]
+        master = delayed(_integrate_or_fail, pure=True)(
+            self.store, group, registered, reference, calibration, self.config,
+            dask_key_name=f"integrate-{group.group_id}")
+        shown = delayed(_preview_or_skip, pure=True)(
+            self.store, master, self.config, dask_key_name=f"preview-{group.group_id}")
+        return {"lights": registered, "reference": reference, "integrate": master, "preview": shown}
+
+    # ------------------------------------------------------------------ publishing
+    def _publish(self, plan: NightPlan, results: dict[str, Any]) -> dict[str, Any]:
+        published: dict[str, Any] = {"masters": [], "calibration": []}
+        for group_id, record in results["masters"].items():
+            kind = record["result"]["kind"]
+            target = self.outdir / "masters" / "calibration" / f"master_{kind}_{group_id}.fits"
+            _link(self.store.absolute(record["outputs"]["master"]), target)
+            published["calibration"].append({"group": group_id, "kind": kind, "path": str(target)})
+        for group_id, nodes in results["groups"].items():
+            master = nodes["integrate"]
+            if "failed" in master:
+                continue
+            group = plan.group(group_id)
+            target = self.outdir / "masters" / f"master_light_{group_id}.fits"
+            _link(self.store.absolute(master["outputs"]["master"]), target)
+            entry = {"group": group_id, "filter": group.filter, "path": str(target),
+                     "ncombine": master["result"]["ncombine"], "preview": None}
+            preview = nodes["preview"]
+            if preview and "outputs" in preview:
+                png = self.outdir / "previews" / f"master_light_{group_id}.png"
+                _link(self.store.absolute(preview["outputs"]["preview"]), png)
+                entry["preview"] = str(png)
+            published["masters"].append(entry)
+        return published
+
+    # ------------------------------------------------------------------ manifest
+    def _manifest(self, night: Path, plan: NightPlan, results: dict[str, Any],
+                  published: dict[str, Any], started: datetime, seconds: float) -> dict[str, Any]:
+        description = describe_plan(plan)
+        records = _all_records(results)
+        return {
+            "linearlink_version": __version__,
+            "night": str(night),
+            "output": str(self.outdir),
+            "started": started.isoformat(),
+            "seconds": round(seconds, 3),
+            "config": self.config.model_dump(mode="json"),
+            "config_hash": keys.config_hash(self.config),
+            "masters": published["masters"],
+            "calibration_masters": published["calibration"],
+            "groups": description["groups"],
+            "calibration_plan": description["calibration_plan"],
+            "inputs": description["inputs"],
+            "skipped": description["skipped"],
+            "frames": _frame_reports(results),
+            "integration": {g: _integration_report(n) for g, n in results["groups"].items()},
+            "stages": _stage_report(records),
+        }
+
+    def _cache_status(self, plan: NightPlan) -> dict[str, dict[str, int]]:
+        status = {stage: {"cached": 0, "to_compute": 0, "unknown": 0} for stage in STAGES}
+        planner = _CachePlanner(self.store, self.config, plan, status)
+        for light_plan in plan.lights:
+            planner.light_group(light_plan)
+        return status
+
+
+# ---------------------------------------------------------------------- graph helpers
+def select_reference(lights: list[Record], requested: str) -> Record:
+    """The reference sub: the named file, else the best-scoring measured sub."""
+    usable = [light for light in lights if "excluded" not in light]
+    if not usable:
+        raise LinearLinkError("no sub of the group could be calibrated and measured")
+    if requested != "auto":
+        for light in usable:
+            if Path(light["frame"]).name == requested or light["frame"] == requested:
+                return light
+        names = ", ".join(Path(light["frame"]).name for light in usable)
+        raise LinearLinkError(
+            f"registration.reference: {requested!r} is not a usable light of this group; "
+            f"choose one of: {names}, or 'auto'")
+    return max(usable, key=lambda light: reference_score(light["measure"]["result"]["metrics"]))
+
+
+def _integrate_or_fail(store, group: FrameGroup, registered, reference, calibration, config) -> Record:
+    subs = [sub for sub in registered if "excluded" not in sub]
+    try:
+        return tasks.integrate_group(store, group, subs, reference["frame"], calibration, config)
+    except LinearLinkError as exc:
+        return {"failed": str(exc), "group": group.group_id}
+
+
+def _preview_or_skip(store, master: Record, config) -> Record | None:
+    if "failed" in master:
+        return None
+    return tasks.preview_master(store, master, config)
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copy2(source, temporary)
+    os.replace(temporary, target)
+
+
+def _exit_code(manifest: dict[str, Any]) -> int:
+    expected = len(manifest["integration"])
+    written = len(manifest["masters"])
+    if expected and written == expected:
+        return 0
+    return 2 if written else 1
+
+
+# ---------------------------------------------------------------------- reports
+def describe_plan(plan: NightPlan) -> dict[str, Any]:
+    """A JSON-ready description of groups, calibration choices, inputs and skipped files."""
+    group_of = {frame.path: group.group_id for group in plan.groups for frame in group.frames}
+    return {
+        "groups": [
+            {"id": g.group_id, "type": g.frame_type.value, "filter": g.filter, "exposure": g.exposure,
+             "binning": list(g.binning), "size": [g.shape[-1], g.shape[-2]],
+             "frames": len(g.frames), "temperature": g.temperature}
+            for g in plan.groups
+        ],
+        "calibration_plan": [
+            {"light_group": lp.light_group, "bias": lp.bias_group, "dark": lp.dark_group,
+             "dark_scaled": lp.dark_scaled, "flat": lp.flat_group,
+             "flat_calibration": _flat_description(plan, lp.flat_group),
+             "considered": [vars(c) for c in lp.considered]}
+            for lp in plan.lights
+        ],
+        "inputs": [
+            {"path": path, "classification": how, "group": group_of.get(path)}
+            for path, how in plan.classification.items()
+        ],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
+    }
+
+
+def _flat_description(plan: NightPlan, flat_group: str | None) -> dict[str, Any] | None:
+    if flat_group is None:
+        return None
+    flat_plan = plan.flat_plan(flat_group)
+    return {"dark_flat": flat_plan.dark_flat_group, "bias": flat_plan.bias_group,
+            "considered": [vars(c) for c in flat_plan.considered]}
+
+
+def _all_records(results: dict[str, Any]) -> list[Record]:
+    records = list(results["masters"].values())
+    for nodes in results["groups"].values():
+        for light in nodes["lights"]:
+            records += [light[stage] for stage in ("calibrate", "measure", "register") if stage in light]
+        for stage in ("integrate", "preview"):
+            if nodes[stage] and "stage" in nodes[stage]:
+                records.append(nodes[stage])
+    return records
+
+
+def _stage_report(records: list[Record]) -> dict[str, dict[str, Any]]:
+    report = {stage: {"computed": 0, "reused": 0, "seconds": 0.0} for stage in STAGES}
+    seen = set()
+    for record in records:
+        if (record["stage"], record["key"]) in seen:
+            continue
+        seen.add((record["stage"], record["key"]))
+        entry = report[record["stage"]]
+        entry["reused" if record["reused"] else "computed"] += 1
+        entry["seconds"] = round(entry["seconds"] + (0.0 if record["reused"] else record["seconds"]), 4)
+    return report
+
+
+def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
+    reports = []
+    for group_id, nodes in results["groups"].items():
+        integration = nodes["integrate"].get("result", {})
+        used = integration.get("frames", [])
+        for light in nodes["lights"]:
+            report: dict[str, Any] = {"path": light["frame"], "group": group_id}
+            if "measure" in light:
+                report["metrics"] = light["measure"]["result"]["metrics"]
+            if "register" in light:
+                result = light["register"]["result"]
+                report["registration"] = {k: result[k] for k in ("matrix", "matched", "rms", "coverage")}
+            if light["frame"] in used:
+                index = used.index(light["frame"])
+                report["weight"] = integration["weights"][index]
+                report["normalization"] = integration["normalization"][index]
+                report["rejected_fraction"] = integration["rejected_fraction"][index]
+                report["reference"] = light["frame"] == integration.get("reference")
+            report["excluded"] = light.get("excluded")
+            reports.append(report)
+    return reports
+
+
+def _integration_report(nodes: dict[str, Any]) -> dict[str, Any]:
+    master = nodes["integrate"]
+    if "failed" in master:
+        return {"failed": master["failed"]}
+    return {"ncombine": master["result"]["ncombine"], "reference": master["result"]["reference"],
+            "key": master["key"]}
+
+
+class _CachePlanner:
+    """Works out cache keys without running anything, to report what a run would reuse."""
+
+    def __init__(self, store: Store, config: PipelineConfig, plan: NightPlan, status: dict) -> None:
+        self.store, self.config, self.plan, self.status = store, config, plan, status
+        self.master_keys: dict[str, str] = {}
+
+    def _mark(self, stage: str, key: str | None) -> bool:
+        if key is None:
+            self.status[stage]["unknown"] += 1
+            return False
+        hit = self.store.lookup(stage, key) is not None
+        self.status[stage]["cached" if hit else "to_compute"] += 1
+        return hit
+
+    def master(self, kind: str, group_id: str | None, subtract_key: str | None = None) -> str | None:
+        if group_id is None:
+            return None
+        if group_id not in self.master_keys:
+            key = tasks.master_key(kind, self.plan.group(group_id), self.config, subtract_key)
+            self.master_keys[group_id] = key
+            self._mark(f"master_{kind}", key)
+        return self.master_keys[group_id]
+
+    def light_group(self, light_plan: LightPlan) -> None:
+        master_keys = {"bias": self.master("bias", light_plan.bias_group),
+                       "dark": self.master("dark", light_plan.dark_group), "flat": None}
+        if light_plan.flat_group:
+            flat_plan = self.plan.flat_plan(light_plan.flat_group)
+            sub_group = flat_plan.dark_flat_group or flat_plan.bias_group
+            kind = "bias" if flat_plan.dark_flat_group is None else (
+                "dark_flat" if self.plan.group(sub_group).frame_type is FrameType.DARK_FLAT else "dark")
+            master_keys["flat"] = self.master("flat", light_plan.flat_group, self.master(kind, sub_group))
+        group = self.plan.group(light_plan.light_group)
+        dark_exposure = self.plan.group(light_plan.dark_group).exposure if light_plan.dark_scaled else None
+        measured = []
+        for frame in group.frames:
+            scale = (frame.exposure or 0.0) / dark_exposure if dark_exposure else None
+            cal_key, meas_key = tasks.light_keys(frame, master_keys, scale, self.config)
+            self._mark("calibrate", cal_key)
+            record = self.store.lookup("measure", meas_key) if self._mark("measure", meas_key) else None
+            measured.append((frame, meas_key, record))
+        self._downstream(group, measured)
+
+    def _downstream(self, group: FrameGroup, measured: list) -> None:
+        if any(record is None for _, _, record in measured):
+            for stage in ("register",):
+                self.status[stage]["unknown"] += len(measured)
+            self.status["integrate"]["unknown"] += 1
+            self.status["preview"]["unknown"] += 1
+            return
+        lights = [{"frame": f.path, "measure": r} for f, _, r in measured]
+        reference = select_reference(lights, self.config.registration.reference)
+        register_keys = [tasks.register_key(key, reference["measure"]["key"], self.config)
+                         for _, key, _ in measured]
+        for key in register_keys:
+            self._mark("register", key)
+        integration = tasks.integration_key(group.group_id, register_keys, self.config)
+        self._mark("integrate", integration)
+        self._mark("preview", tasks.preview_key(integration, self.config))

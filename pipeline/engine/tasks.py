@@ -1,0 +1,459 @@
+"""Task functions: the thin I/O wrappers that load inputs, call a pure stage, save outputs.
+
+Every task is cached through :class:`~pipeline.engine.store.Store` and returns a small
+JSON-ready record (paths and numbers, never arrays), so tasks can run on any dask worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline import __version__
+from pipeline.config.models import PipelineConfig, Rejection
+from pipeline.engine.store import Store
+from pipeline.engine.tiling import row_bands
+from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
+from pipeline.frames import FrameMetadata
+from pipeline.io.fits import ImageReader, read_image, write_image
+from pipeline.kernels.stats import robust_location_scale
+from pipeline.provenance import keys
+from pipeline.stages import calibrate, integrate, measure, normalize, preview, register
+from pipeline.stages.discover import FrameGroup
+
+__all__ = [
+    "calibrate_and_measure",
+    "integrate_group",
+    "master_frame",
+    "preview_master",
+    "register_frame",
+]
+
+Record = dict[str, Any]
+
+
+def cached(store: Store, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]) -> Record:
+    """Return the stored record of (stage, key) or compute, store and return it."""
+    record = store.lookup(stage, key)
+    if record is not None:
+        return {**record, "reused": True}
+    start = time.perf_counter()
+    outputs, result = compute()
+    record = {
+        "stage": stage,
+        "key": key,
+        "outputs": outputs,
+        "result": result,
+        "seconds": round(time.perf_counter() - start, 4),
+    }
+    store.save(stage, key, record)
+    return {**record, "reused": False}
+
+
+# --------------------------------------------------------------------------- masters
+def master_key(kind: str, group: FrameGroup, config: PipelineConfig, subtract_key: str | None) -> str:
+    """Cache key of one master calibration frame (``subtract_key``: the master subtracted first)."""
+    section = getattr(config.calibration, kind)
+    files = [keys.file_key(frame) for frame in group.frames]
+    return keys.stage_key(f"master_{kind}", calibrate.VERSION, section, files + [subtract_key])
+
+
+def master_frame(
+    store: Store,
+    kind: str,
+    group: FrameGroup,
+    config: PipelineConfig,
+    *,
+    subtract: Record | None = None,
+) -> Record:
+    """Stack one master calibration frame (bias, dark, dark_flat or flat).
+
+    Parameters
+    ----------
+    subtract
+        For flats: the record of the master (dark-flat or bias) subtracted from each flat.
+    """
+    key = master_key(kind, group, config, subtract["key"] if subtract else None)
+
+    def compute() -> tuple[dict, dict]:
+        rejection: Rejection = getattr(config.calibration, kind).rejection
+        offset = _load_master(store.absolute(subtract["outputs"]["master"])) if subtract else None
+        paths = [frame.path for frame in group.frames]
+        scales = _flat_scales(paths, offset) if kind == "flat" else None
+        image, low, high = _stack_files(
+            paths, rejection, config.integration.memory_limit_mb, offset=offset, scales=scales
+        )
+        if kind == "flat":
+            image = image / np.float32(np.nanmedian(image))
+        path = store.path(f"master_{kind}", group.group_id, key, ".fits")
+        cards = _master_cards(kind, group, rejection, subtract)
+        write_image(path, image, cards=cards, history=[f"LinearLink {__version__} master_{kind}"])
+        total = image.size * len(paths)
+        result = {
+            "group": group.group_id,
+            "kind": kind,
+            "ncombine": len(paths),
+            "rejected_low_fraction": low / total,
+            "rejected_high_fraction": high / total,
+            "frames": [frame.path for frame in group.frames],
+            "subtracted": subtract["outputs"]["master"] if subtract else None,
+        }
+        return {"master": store.relative(path)}, result
+
+    return cached(store, f"master_{kind}", key, compute)
+
+
+def _master_cards(kind: str, group: FrameGroup, rejection: Rejection, subtract: Record | None) -> dict:
+    return {
+        "IMAGETYP": f"MASTER {kind.replace('_', ' ').upper()}",
+        "NCOMBINE": (len(group.frames), "Frames combined"),
+        "EXPTIME": (group.exposure, "Exposure (s)"),
+        "FILTER": group.filter,
+        "XBINNING": group.binning[0],
+        "YBINNING": group.binning[1],
+        "CCD-TEMP": group.temperature,
+        "GAIN": group.gain,
+        "LLGROUP": (group.group_id[:68], "LinearLink group"),
+        "LLREJECT": (rejection.method, "Rejection method"),
+        "LLSUBTR": (Path(subtract["outputs"]["master"]).name[:68] if subtract else "none",
+                    "Master subtracted before stacking"),
+        "SWCREATE": f"LinearLink {__version__}",
+    }
+
+
+def _flat_scales(paths: Sequence[str], offset: np.ndarray | None) -> np.ndarray:
+    medians = []
+    for path in paths:
+        data = read_image(path)
+        if offset is not None:
+            data = data - offset
+        medians.append(float(np.nanmedian(data)))
+    medians_array = np.asarray(medians)
+    if np.any(medians_array <= 0):
+        bad = [p for p, m in zip(paths, medians, strict=True) if m <= 0]
+        raise FrameReadError(f"flat frame(s) with non-positive median after subtraction: {bad}")
+    return (np.median(medians_array) / medians_array).astype(np.float32)
+
+
+def _stack_files(
+    paths: Sequence[str],
+    rejection: Rejection,
+    memory_limit_mb: int,
+    *,
+    offset: np.ndarray | None = None,
+    scales: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, int]:
+    readers = [ImageReader(path) for path in paths]
+    try:
+        shape = readers[0].shape
+        _check_shapes(readers, shape)
+        image = np.empty(shape, dtype=np.float32)
+        low = high = 0
+        for rows in row_bands(shape, len(paths), memory_limit_mb):
+            stack = np.stack([reader.read(rows) for reader in readers])
+            if offset is not None:
+                stack -= offset[..., rows, :]
+            if scales is not None:
+                stack *= scales.reshape((-1,) + (1,) * (stack.ndim - 1))
+            band = calibrate.stack_master_band(stack, rejection)
+            image[..., rows, :] = band.image
+            low += band.rejected_low
+            high += band.rejected_high
+        return image, low, high
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _check_shapes(readers: Sequence[ImageReader], shape: tuple[int, ...]) -> None:
+    for reader in readers:
+        if reader.shape != shape:
+            raise FrameReadError(
+                f"{reader.path}: image size {reader.shape} differs from {shape} of its group"
+            )
+
+
+@functools.lru_cache(maxsize=6)
+def _load_master_cached(path: str, mtime_ns: int) -> np.ndarray:
+    data = read_image(path)
+    data.setflags(write=False)
+    return data
+
+
+def _load_master(path: Path) -> np.ndarray:
+    return _load_master_cached(str(path), path.stat().st_mtime_ns)
+
+
+# --------------------------------------------------------------------------- lights
+def light_keys(
+    frame: FrameMetadata, master_keys: dict[str, str | None], dark_scale: float | None,
+    config: PipelineConfig,
+) -> tuple[str, str]:
+    """Cache keys of a light's calibration and of its measurement."""
+    cal_key = keys.stage_key(
+        "calibrate", calibrate.VERSION, config.calibration,
+        [keys.file_key(frame), master_keys, dark_scale],
+    )
+    return cal_key, keys.stage_key("measure", measure.VERSION, config.measurement, [cal_key])
+
+
+def calibrate_and_measure(
+    store: Store,
+    frame: FrameMetadata,
+    masters: dict[str, Record | None],
+    dark_scale: float | None,
+    config: PipelineConfig,
+) -> Record:
+    """Calibrate one light (cached) and measure it (cached); returns both records.
+
+    A frame that cannot be read is returned with an ``excluded`` reason instead of failing.
+    """
+    master_keys = {role: (rec["key"] if rec else None) for role, rec in masters.items()}
+    cal_key, meas_key = light_keys(frame, master_keys, dark_scale, config)
+    calibrated: dict[str, np.ndarray] = {}
+
+    def compute_calibration() -> tuple[dict, dict]:
+        loaded = {
+            role: _load_master(store.absolute(rec["outputs"]["master"])) if rec else None
+            for role, rec in masters.items()
+        }
+        applied = calibrate.CalibrationMasters(
+            bias=loaded.get("bias"), dark=loaded.get("dark"),
+            dark_scale=dark_scale, flat=loaded.get("flat"),
+        )
+        image = calibrate.calibrate_light(read_image(frame.path), applied, config.calibration)
+        calibrated["image"] = image
+        path = store.path("calibrate", Path(frame.path).stem, cal_key, ".fits")
+        write_image(path, image, cards=_light_cards(frame), history=_calibration_history(masters, dark_scale))
+        return {"calibrated": store.relative(path)}, {"masters": {r: (m["outputs"]["master"] if m else None) for r, m in masters.items()}}
+
+    def compute_measurement() -> tuple[dict, dict]:
+        image = calibrated.get("image")
+        if image is None:
+            image = read_image(store.absolute(cal_record["outputs"]["calibrated"]))
+        result = measure.measure_frame(image, config.measurement)
+        return {}, {"metrics": result.metrics(), "stars": result.stars.round(4).tolist()}
+
+    try:
+        cal_record = cached(store, "calibrate", cal_key, compute_calibration)
+        meas_record = cached(store, "measure", meas_key, compute_measurement)
+    except FrameReadError as exc:
+        return {"frame": frame.path, "excluded": str(exc)}
+    return {"frame": frame.path, "calibrate": cal_record, "measure": meas_record}
+
+
+def _light_cards(frame: FrameMetadata) -> dict[str, Any]:
+    return {
+        "IMAGETYP": "LIGHT",
+        "EXPTIME": frame.exposure,
+        "FILTER": frame.filter,
+        "DATE-OBS": frame.date_obs,
+        "OBJECT": frame.object,
+        "XBINNING": frame.binning[0],
+        "YBINNING": frame.binning[1],
+        "LLSOURCE": (Path(frame.path).name[:68], "Raw frame"),
+    }
+
+
+def _calibration_history(masters: dict[str, Record | None], dark_scale: float | None) -> list[str]:
+    lines = [f"LinearLink {__version__} calibrate"]
+    for role, record in masters.items():
+        if record:
+            lines.append(f"{role}: {Path(record['outputs']['master']).name}")
+    if dark_scale is not None:
+        lines.append(f"dark scaled by {dark_scale:.5f} after bias subtraction")
+    return lines
+
+
+def register_key(measure_key: str, reference_measure_key: str, config: PipelineConfig) -> str:
+    """Cache key of one sub's registration."""
+    return keys.stage_key(
+        "register", register.VERSION, config.registration, [measure_key, reference_measure_key]
+    )
+
+
+def register_frame(
+    store: Store, light: Record, reference: Record, reference_shape: tuple[int, ...], config: PipelineConfig
+) -> Record:
+    """Register one calibrated sub onto the reference (cached).
+
+    A sub that cannot be registered is returned with an ``excluded`` reason.
+    """
+    key = register_key(light["measure"]["key"], reference["measure"]["key"], config)
+
+    def compute() -> tuple[dict, dict]:
+        stars = np.asarray(light["measure"]["result"]["stars"], dtype=np.float64).reshape(-1, 3)
+        ref_stars = np.asarray(reference["measure"]["result"]["stars"], dtype=np.float64).reshape(-1, 3)
+        image = read_image(store.absolute(light["calibrate"]["outputs"]["calibrated"]))
+        if light["frame"] == reference["frame"]:
+            solution = register.RegistrationSolution(np.eye(3), len(stars), 0.0)
+            warped = image
+        else:
+            solution = register.solve_transform(stars, ref_stars, config.registration)
+            warped = register.warp_to_reference(
+                image, solution.matrix, reference_shape=tuple(reference_shape[-2:]),
+                interpolation=config.registration.interpolation,
+            )
+        location, scale = robust_location_scale(warped)
+        path = store.path("register", Path(light["frame"]).stem, key, ".fits")
+        write_image(path, warped, cards={"IMAGETYP": "LIGHT", "LLRMS": (solution.rms, "Registration RMS (px)")})
+        result = {
+            "matrix": solution.matrix.tolist(),
+            "matched": solution.matched,
+            "rms": solution.rms,
+            "location": location,
+            "scale": scale,
+            "coverage": float(np.isfinite(warped).mean()),
+        }
+        return {"registered": store.relative(path)}, result
+
+    try:
+        record = cached(store, "register", key, compute)
+    except (RegistrationError, FrameReadError) as exc:
+        return {**light, "excluded": f"registration failed: {exc}"}
+    return {**light, "register": record}
+
+
+# --------------------------------------------------------------------------- integration
+def integration_key(group_id: str, register_keys: Sequence[str], config: PipelineConfig) -> str:
+    """Cache key of one group's integration."""
+    return keys.stage_key(
+        "integrate", integrate.VERSION + normalize.VERSION,
+        [config.normalization, config.integration],
+        [group_id] + list(register_keys),
+    )
+
+
+def integrate_group(
+    store: Store, group: FrameGroup, subs: Sequence[Record], reference_frame: str, calibration: dict,
+    config: PipelineConfig,
+) -> Record:
+    """Normalize, weight, reject and average the registered subs of one light group (cached)."""
+    if not subs:
+        raise IntegrationError(f"group {group.group_id}: no usable subs left to integrate")
+    key = integration_key(group.group_id, [sub["register"]["key"] for sub in subs], config)
+
+    def compute() -> tuple[dict, dict]:
+        reference_index = [s["frame"] for s in subs].index(reference_frame)
+        results = [sub["register"]["result"] for sub in subs]
+        normalizations = normalize.normalize_subs(
+            [r["location"] for r in results], [r["scale"] for r in results],
+            reference_index, config.normalization,
+        )
+        noises = [sub["measure"]["result"]["metrics"]["noise"] for sub in subs]
+        weights = normalize.sub_weights(noises, normalizations, config.integration)
+        paths = [store.absolute(sub["register"]["outputs"]["registered"]) for sub in subs]
+        image, count, low, high, per_sub = _integrate_files(paths, normalizations, weights, config)
+        path = store.path("integrate", group.group_id, key, ".fits")
+        cards = _master_light_cards(group, subs, calibration, config)
+        write_image(path, image, cards=cards, history=_integration_history(subs, config),
+                    extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high})
+        pixels = float(image.size)
+        result = {
+            "group": group.group_id,
+            "ncombine": len(subs),
+            "frames": [sub["frame"] for sub in subs],
+            "weights": [float(w) for w in weights],
+            "normalization": [{"factor": n.factor, "offset": n.offset} for n in normalizations],
+            "rejected_fraction": [[float(lo) / pixels, float(hi) / pixels] for lo, hi in per_sub],
+            "reference": reference_frame,
+        }
+        return {"master": store.relative(path)}, result
+
+    return cached(store, "integrate", key, compute)
+
+
+def _integrate_files(paths, normalizations, weights, config: PipelineConfig):
+    readers = [ImageReader(path) for path in paths]
+    try:
+        shape = readers[0].shape
+        image = np.empty(shape, dtype=np.float32)
+        count = np.empty(shape, dtype=np.uint16)
+        low = np.empty(shape, dtype=np.uint16)
+        high = np.empty(shape, dtype=np.uint16)
+        per_sub = np.zeros((len(paths), 2), dtype=np.int64)
+        for rows in row_bands(shape, len(paths), config.integration.memory_limit_mb):
+            stack = np.stack([reader.read(rows) for reader in readers])
+            band = integrate.integrate_band(
+                stack, normalizations=normalizations, weights=weights, config=config.integration
+            )
+            image[..., rows, :] = band.image
+            count[..., rows, :] = band.count
+            low[..., rows, :] = band.low
+            high[..., rows, :] = band.high
+            per_sub += band.rejected_per_sub
+        return image, count, low, high, per_sub
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _master_light_cards(group: FrameGroup, subs: Sequence[Record], calibration: dict, config: PipelineConfig) -> dict:
+    first = group.frames[0]
+    rejection = config.integration.rejection
+    return {
+        "IMAGETYP": "MASTER LIGHT",
+        "FILTER": group.filter,
+        "NCOMBINE": (len(subs), "Subs integrated"),
+        "NREJECT": (len(group.frames) - len(subs), "Subs excluded"),
+        "EXPTIME": (group.exposure, "Exposure of one sub (s)"),
+        "TOTALEXP": (group.exposure * len(subs), "Total integration time (s)"),
+        "OBJECT": first.object,
+        "INSTRUME": first.instrument,
+        "XBINNING": group.binning[0],
+        "YBINNING": group.binning[1],
+        "LLGROUP": (group.group_id[:68], "LinearLink group"),
+        "LLNORM": (config.normalization.method, "Normalization"),
+        "LLREJECT": (rejection.method, "Rejection method"),
+        "LLWEIGHT": (config.integration.weighting, "Weighting"),
+        "MBIAS": _name(calibration.get("bias")),
+        "MDARK": _name(calibration.get("dark")),
+        "MFLAT": _name(calibration.get("flat")),
+        "SWCREATE": f"LinearLink {__version__}",
+    }
+
+
+def _name(record: Record | None) -> str:
+    return Path(record["outputs"]["master"]).name[:68] if record else "none"
+
+
+def _integration_history(subs: Sequence[Record], config: PipelineConfig) -> list[str]:
+    lines = [f"LinearLink {__version__} integrate"]
+    lines.append("rejection: " + config.integration.rejection.model_dump_json())
+    lines.append(f"normalization: {config.normalization.method}; weighting: {config.integration.weighting}")
+    lines += [f"used: {Path(sub['frame']).name}" for sub in subs]
+    return lines
+
+
+# --------------------------------------------------------------------------- preview
+def preview_key(integration_key: str, config: PipelineConfig) -> str:
+    """Cache key of a master's preview."""
+    return keys.stage_key("preview", preview.VERSION, config.preview, [integration_key])
+
+
+def preview_master(store: Store, master: Record, config: PipelineConfig) -> Record:
+    """Render the linked STF preview PNG of a master light (cached)."""
+    key = preview_key(master["key"], config)
+
+    def compute() -> tuple[dict, dict]:
+        image = read_image(store.absolute(master["outputs"]["master"]))
+        pixels, parameters = preview.render_preview(image, config.preview)
+        path = store.path("preview", master["result"]["group"], key, ".png")
+        write_png(path, pixels)
+        return {"preview": store.relative(path)}, {"stretch": parameters.to_json() if hasattr(parameters, "to_json") else str(parameters)}
+
+    return cached(store, "preview", key, compute)
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write 8-bit pixels as PNG atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(temporary, format="PNG")
+    temporary.replace(path)

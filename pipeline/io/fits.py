@@ -1,0 +1,250 @@
+"""The only module that touches FITS files.
+
+Reading returns physical values (BZERO/BSCALE applied) as float32. Writing is atomic: data go
+to a temporary file in the destination folder which is renamed into place, so no half-written
+file ever carries a final name. Input files are opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+
+from pipeline.errors import FrameReadError, HeaderError, OutputError
+from pipeline.frames import FrameMetadata
+from pipeline.io import headers as hk
+
+__all__ = ["ImageReader", "read_image", "read_metadata", "write_image"]
+
+
+def read_metadata(path: str | Path, *, root: str | Path | None = None) -> FrameMetadata:
+    """Read a frame's header (no pixel data) into :class:`FrameMetadata`.
+
+    Raises
+    ------
+    FrameReadError
+        If the file is not FITS, has no image, or is shorter than its header declares.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+        if stat.st_size == 0:
+            raise FrameReadError(f"{path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                index = _image_hdu_index(hdul, path)
+                header = hdul[index].header
+                info = hdul.fileinfo(index)
+                values = hk.card_values(header)
+    except FrameReadError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise FrameReadError(f"{path}: not a readable FITS file ({exc})") from exc
+    shape = _shape(values, path)
+    _check_complete(path, stat.st_size, info, values, shape)
+    relative = os.path.relpath(path, root) if root is not None else path.name
+    return _metadata(values, path, relative, shape, stat)
+
+
+def read_image(path: str | Path, *, rows: slice | None = None) -> np.ndarray:
+    """Read pixel data in physical units as float32.
+
+    Parameters
+    ----------
+    path
+        The FITS file.
+    rows
+        Only these rows (along the last-but-one axis); reads just that part of the file.
+    """
+    with ImageReader(path) as reader:
+        return reader.read(rows)
+
+
+class ImageReader:
+    """Reads row bands of one FITS image without loading the rest (memory-mapped).
+
+    Use as a context manager; :meth:`read` returns float32 physical values.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+            self._index = _image_hdu_index(self._hdul, self.path)
+            self.shape: tuple[int, ...] = tuple(self._hdul[self._index].shape)
+        except FrameReadError:
+            raise
+        except (OSError, ValueError, TypeError) as exc:
+            raise FrameReadError(f"{self.path}: cannot read pixel data ({exc})") from exc
+
+    def read(self, rows: slice | None = None) -> np.ndarray:
+        """Return the image, or the given band of rows, as float32."""
+        hdu = self._hdul[self._index]
+        try:
+            if rows is None:
+                data = hdu.data
+            else:
+                key = (slice(None),) * (len(self.shape) - 2) + (rows, slice(None))
+                data = hdu.section[key]
+            return np.asarray(data, dtype=np.float32)
+        except (OSError, ValueError, TypeError) as exc:
+            raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
+
+    def header(self) -> fits.Header:
+        """The image HDU's header."""
+        return self._hdul[self._index].header
+
+    def close(self) -> None:
+        """Release the file."""
+        self._hdul.close()
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_image(
+    path: str | Path,
+    data: np.ndarray,
+    *,
+    cards: Mapping[str, Any] | None = None,
+    history: Iterable[str] = (),
+    extra_hdus: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``data`` as float32 FITS atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path
+        Destination; parent folders are created.
+    data
+        Image (H, W) or (C, H, W); stored as float32.
+    cards
+        Header keywords; values may be ``(value, comment)`` pairs.
+    history
+        Lines written as HISTORY cards.
+    extra_hdus
+        Named image extensions written after the primary (e.g. masks).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdul = fits.HDUList([_primary_hdu(data, cards, history)])
+    for name, extra in (extra_hdus or {}).items():
+        hdul.append(fits.ImageHDU(data=np.asarray(extra), name=name.upper()))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            hdul.writeto(temporary, overwrite=True, output_verify="silentfix")
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"{path}: could not write ({exc.strerror or exc})") from exc
+    return path
+
+
+# --------------------------------------------------------------------------- internals
+def _primary_hdu(
+    data: np.ndarray, cards: Mapping[str, Any] | None, history: Iterable[str]
+) -> fits.PrimaryHDU:
+    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32))
+    for key, value in (cards or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            hdu.header[key] = (_card_value(value[0]), value[1])
+        else:
+            hdu.header[key] = _card_value(value)
+    for line in history:
+        hdu.header.add_history(line)
+    return hdu
+
+
+def _card_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str) and len(value) > 68:
+        return value[:68]
+    return value
+
+
+def _image_hdu_index(hdul: fits.HDUList, path: Path) -> int:
+    for index, hdu in enumerate(hdul):
+        naxis = hdu.header.get("NAXIS", 0)
+        if isinstance(naxis, int) and naxis in (2, 3) and hdu.header.get("XTENSION") != "BINTABLE":
+            return index
+    raise FrameReadError(f"{path}: no 2-D or 3-D image in any HDU")
+
+
+def _shape(values: Mapping[str, Any], path: Path) -> tuple[int, ...]:
+    try:
+        naxis = int(values["NAXIS"])
+        axes = [int(values[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FrameReadError(f"{path}: NAXIS cards missing or invalid ({exc})") from exc
+    return tuple(reversed(axes))
+
+
+def _check_complete(
+    path: Path, size: int, info: Mapping[str, Any] | None, values: Mapping[str, Any], shape: tuple
+) -> None:
+    if info is None:
+        return
+    bitpix = abs(int(values.get("BITPIX", 16)))
+    needed = int(info["datLoc"]) + int(np.prod(shape)) * bitpix // 8
+    if size < needed:
+        raise FrameReadError(
+            f"{path}: truncated: {size} bytes on disk, header declares {needed}; "
+            "re-copy the file from the capture computer"
+        )
+
+
+def _metadata(
+    values: Mapping[str, Any], path: Path, relative: str, shape: tuple[int, ...], stat: os.stat_result
+) -> FrameMetadata:
+    problems: list[str] = []
+    exposure = _number_or_note(values, hk.EXPOSURE_KEYS, problems)
+    if exposure is None:
+        micro = _number_or_note(values, hk.EXPOSURE_MICROSECOND_KEYS, problems)
+        exposure = micro * 1e-6 if micro is not None else None
+    xbin = _number_or_note(values, ("XBINNING", "BINNING"), problems) or 1
+    ybin = _number_or_note(values, ("YBINNING", "BINNING"), problems) or xbin
+    return FrameMetadata(
+        path=str(path.resolve()),
+        relative_path=relative,
+        type_text=hk.first_text(values, hk.TYPE_KEYS),
+        exposure=exposure,
+        filter=hk.first_text(values, hk.FILTER_KEYS),
+        binning=(int(xbin), int(ybin)),
+        shape=shape,
+        gain=_number_or_note(values, hk.GAIN_KEYS, problems),
+        offset=_number_or_note(values, hk.OFFSET_KEYS, problems),
+        temperature=_number_or_note(values, hk.TEMPERATURE_KEYS, problems),
+        date_obs=hk.first_text(values, hk.DATE_KEYS),
+        object=hk.first_text(values, ("OBJECT",)),
+        instrument=hk.first_text(values, ("INSTRUME",)),
+        bayer_pattern=hk.first_text(values, hk.BAYER_KEYS),
+        file_size=stat.st_size,
+        file_mtime_ns=stat.st_mtime_ns,
+        warnings=tuple(problems),
+    )
+
+
+def _number_or_note(values: Mapping[str, Any], keys: tuple[str, ...], notes: list[str]) -> float | None:
+    try:
+        return hk.first_number(values, keys)
+    except HeaderError as exc:
+        notes.append(str(exc))
+        return None
