@@ -39,7 +39,8 @@ def read_metadata(path: str | Path, *, root: str | Path | None = None) -> FrameM
         if stat.st_size == 0:
             raise FrameReadError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
+            # truncation is checked below with a clearer message; bad cards are handled per card
+            warnings.simplefilter("ignore")
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 index = _image_hdu_index(hdul, path)
                 header = hdul[index].header
@@ -78,9 +79,15 @@ class ImageReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+            self._hdul = fits.open(
+                self.path, memmap=True, mode="readonly", do_not_scale_image_data=True
+            )
             self._index = _image_hdu_index(self._hdul, self.path)
+            header = self._hdul[self._index].header
             self.shape: tuple[int, ...] = tuple(self._hdul[self._index].shape)
+            self._zero = float(header.get("BZERO", 0.0))
+            self._scale = float(header.get("BSCALE", 1.0))
+            self._blank = header.get("BLANK") if header.get("BITPIX", 16) > 0 else None
         except FrameReadError:
             raise
         except (OSError, ValueError, TypeError) as exc:
@@ -90,14 +97,22 @@ class ImageReader:
         """Return the image, or the given band of rows, as float32."""
         hdu = self._hdul[self._index]
         try:
-            if rows is None:
-                data = hdu.data
-            else:
-                key = (slice(None),) * (len(self.shape) - 2) + (rows, slice(None))
-                data = hdu.section[key]
-            return np.asarray(data, dtype=np.float32)
+            data = hdu.data
+            if rows is not None:
+                data = data[(slice(None),) * (len(self.shape) - 2) + (rows, slice(None))]
+            return self._physical(data)
         except (OSError, ValueError, TypeError) as exc:
             raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
+
+    def _physical(self, stored: np.ndarray) -> np.ndarray:
+        values = np.asarray(stored, dtype=np.float32)
+        if self._scale != 1.0:
+            values *= np.float32(self._scale)
+        if self._zero != 0.0:
+            values += np.float32(self._zero)
+        if self._blank is not None:
+            values[np.asarray(stored) == self._blank] = np.nan
+        return values
 
     def header(self) -> fits.Header:
         """The image HDU's header."""
