@@ -1,0 +1,541 @@
+"""Generate a small, realistic raw night of mono FITS frames with ground truth.
+
+The night is one target (NGC 7000) shot through two filters (L with N.I.N.A.,
+Ha with Sequence Generator Pro), a meridian flip half-way, dusk flats, and
+darks and bias taken with MaxIm DL after the session. See :func:`generate_night`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from numpy.typing import NDArray
+
+from sample_data import sky
+from sample_data.sensor import (
+    SensorModel,
+    bias_frame_model,
+    cosmic_rays,
+    dark_current_map,
+    draw_hot_pixels,
+    read_out,
+)
+from sample_data.truth import (
+    CalibrationFrameTruth,
+    FilterTruth,
+    LightTruth,
+    NightTruth,
+    SensorTruth,
+    TrailTruth,
+)
+
+__all__ = ["FILTERS", "GENERATOR_VERSION", "draw_truth", "generate_night", "write_frames"]
+
+GENERATOR_VERSION = "1.0.0"
+FILTERS = (
+    FilterTruth(
+        "L",
+        exposure=60.0,
+        sky_rate=13.0,
+        star_throughput=1.0,
+        nebula_rate=0.5,
+        flat_level=26000.0,
+        flat_exposure=2.0,
+    ),
+    FilterTruth(
+        "Ha",
+        exposure=180.0,
+        sky_rate=0.7,
+        star_throughput=0.15,
+        nebula_rate=0.1,
+        flat_level=22000.0,
+        flat_exposure=6.0,
+    ),
+)
+FWHM = 2.8
+STARS_IN_FRAME = 250
+STAR_PEAK_LIMIT_ADU = 30000.0
+STAR_DYNAMIC_RANGE = 800.0
+STAR_COUNT_SLOPE = 0.7
+DITHER_PX, DITHER_DEG, FLIP_SHIFT_PX = 15.0, 0.3, 20.0
+N_BIAS, N_DARKS, N_FLATS = 12, 8, 8
+DARK_EXPOSURES = (60.0, 300.0)
+FLATS_START = datetime(2026, 11, 25, 16, 31, 40)
+LIGHTS_START = datetime(2026, 11, 25, 21, 4, 12)
+OBJECT = "NGC 7000"
+
+
+@dataclass(frozen=True)
+class _Program:
+    """Header and naming habits of one capture program."""
+
+    software: str
+    exposure_keys: tuple[str, ...]
+    imagetyp: str
+
+
+NINA_LIGHT = _Program("N.I.N.A. 3.1.2.9001", ("EXPOSURE", "EXPTIME"), "LIGHT")
+SGP_LIGHT = _Program("Sequence Generator Pro v4.3.0.1234", ("EXPTIME",), "Light Frame")
+SGP_FLAT = _Program("Sequence Generator Pro v4.3.0.1234", ("EXPTIME",), "Flat Field")
+MAXIM_BIAS = _Program("MaxIm DL Version 6.40", ("EXPTIME", "EXPOSURE"), "Bias Frame")
+MAXIM_DARK = _Program("MaxIm DL Version 6.40", ("EXPTIME", "EXPOSURE"), "Dark Frame")
+LIGHT_PROGRAMS = {"L": NINA_LIGHT, "Ha": SGP_LIGHT}
+
+
+class _Clock:
+    """Wall clock of the session, advanced frame by frame."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def advance(self, seconds: float) -> None:
+        """Move forward by ``seconds``."""
+        self.now += timedelta(seconds=float(seconds))
+
+    def stamp(self) -> str:
+        """ISO DATE-OBS with milliseconds, e.g. ``2026-11-25T21:04:12.345``."""
+        return f"{self.now:%Y-%m-%dT%H:%M:%S}.{self.now.microsecond // 1000:03d}"
+
+
+@dataclass(frozen=True)
+class _LightPlan:
+    """Night-wide choices shared by every light."""
+
+    shape: tuple[int, int]
+    specials: dict[int, str]
+    flip_shift: tuple[float, float]
+    gradient_angle: float
+
+
+def generate_night(
+    outdir: str | Path,
+    *,
+    rng: np.random.Generator | None = None,
+    seed: int = 20261126,
+    width: int = 640,
+    height: int = 480,
+    n_lights_per_filter: int = 10,
+) -> NightTruth:
+    """Write a synthetic raw night and its ground truth to ``outdir``.
+
+    Parameters
+    ----------
+    outdir : str or Path
+        Destination folder (created; existing frames of the same name are overwritten).
+    rng : numpy.random.Generator, optional
+        Random source; when given, ``seed`` is ignored and recorded as None.
+    seed : int
+        Seed for ``numpy.random.default_rng`` when ``rng`` is None.
+    width, height : int
+        Sensor size in pixels (at least 128 each).
+    n_lights_per_filter : int
+        Lights per filter (at least 4); the later half is after the meridian flip.
+
+    Returns
+    -------
+    NightTruth
+        The ground truth, also saved as ``outdir/truth/truth.json`` plus ``.npy`` arrays.
+
+    Raises
+    ------
+    ValueError
+        If the sensor is too small or there are too few lights for the special subs.
+    """
+    _validate(width, height, n_lights_per_filter)
+    root = Path(outdir)
+    generator = rng if rng is not None else np.random.default_rng(seed)
+    truth = draw_truth(
+        generator,
+        width,
+        height,
+        n_lights_per_filter,
+        seed=None if rng is not None else seed,
+        root=root,
+    )
+    write_frames(truth, generator)
+    truth.save(root)
+    return truth
+
+
+def _validate(width: int, height: int, n_lights: int) -> None:
+    """Reject settings the night cannot be built with."""
+    if width < 128 or height < 128:
+        raise ValueError(f"sensor must be at least 128x128 pixels, got {width}x{height}")
+    if n_lights < 4:
+        raise ValueError(
+            f"n_lights_per_filter must be at least 4 (cloudy, blurred and trail subs "
+            f"besides the reference), got {n_lights}"
+        )
+
+
+def draw_truth(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    n_lights: int,
+    *,
+    seed: int | None,
+    root: Path | None,
+) -> NightTruth:
+    """Draw every random parameter of the night (no pixels rendered, nothing written).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random source.
+    width, height : int
+        Sensor size.
+    n_lights : int
+        Lights per filter.
+    seed : int or None
+        Seed to record.
+    root : Path or None
+        Night folder to record.
+
+    Returns
+    -------
+    NightTruth
+        The complete truth.
+    """
+    shape = (height, width)
+    sensor = SensorModel()
+    bias = bias_frame_model(rng, shape, sensor)
+    hot = draw_hot_pixels(rng, shape, sensor)
+    responses = _draw_flat_responses(rng, shape)
+    stars = _draw_stars(rng, width, height)
+    nebula = _draw_nebula(rng, width, height)
+    flats = _schedule_flats(rng)
+    lights, clock = _draw_lights(rng, shape, n_lights)
+    darks, biases = _schedule_darks_and_bias(rng, clock)
+    return NightTruth(
+        version=GENERATOR_VERSION,
+        seed=seed,
+        width=width,
+        height=height,
+        psf_beta=sky.MOFFAT_BETA,
+        sensor=SensorTruth(sensor.gain, sensor.read_noise, sensor.bias_level, sensor.dark_current),
+        filters={f.name: f for f in FILTERS},
+        nebula=nebula,
+        light_frames=lights,
+        bias_frames=biases,
+        dark_frames=darks,
+        flat_frames=flats,
+        stars=stars,
+        hot_pixels=hot,
+        bias_pattern=bias,
+        dark_current=dark_current_map(shape, sensor, hot),
+        flat_responses=responses,
+        root=root,
+    )
+
+
+def _draw_flat_responses(
+    rng: np.random.Generator, shape: tuple[int, int]
+) -> dict[str, NDArray[np.float32]]:
+    """Vignetting x dust x PRNU per filter (3 sensor motes + 1 per filter)."""
+    height, width = shape
+    centre = (
+        (width - 1) / 2 + rng.uniform(-0.05, 0.05) * width,
+        (height - 1) / 2 + rng.uniform(-0.05, 0.05) * height,
+    )
+    vignette = sky.vignetting(shape, centre, corner_loss=0.25)
+    prnu = 1.0 + rng.normal(0.0, 0.005, shape)
+    sensor_dust = sky.dust_transmission(shape, _draw_donuts(rng, shape, 3))
+    return {
+        f.name: sky.flat_response(
+            vignette, sensor_dust * sky.dust_transmission(shape, _draw_donuts(rng, shape, 1)), prnu
+        )
+        for f in FILTERS
+    }
+
+
+def _draw_donuts(
+    rng: np.random.Generator, shape: tuple[int, int], n: int
+) -> tuple[sky.DustDonut, ...]:
+    """Random dust motes fully inside the frame."""
+    height, width = shape
+    donuts = []
+    for _ in range(n):
+        radius = float(rng.uniform(15.0, 40.0))
+        donuts.append(
+            sky.DustDonut(
+                x=float(rng.uniform(radius + 5, width - radius - 5)),
+                y=float(rng.uniform(radius + 5, height - radius - 5)),
+                radius=radius,
+                depth=float(rng.uniform(0.03, 0.08)),
+            )
+        )
+    return tuple(donuts)
+
+
+def _draw_stars(rng: np.random.Generator, width: int, height: int) -> NDArray[np.float64]:
+    """Stars on a sky disc that covers every dithered/flipped/rotated sub.
+
+    Returns an ``(n, 3)`` array: sky ``x, y`` and L-band flux (e-/s), a truncated
+    power law ``N(>F) ~ F**-0.7`` whose brightest possible star peaks at
+    ``STAR_PEAK_LIMIT_ADU`` in the least favourable sub (sharpest seeing).
+    """
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    radius = math.hypot(cx, cy) + math.sqrt(2) * (DITHER_PX + FLIP_SHIFT_PX) + 20.0
+    n = int(round(STARS_IN_FRAME * math.pi * radius**2 / (width * height)))
+    r = radius * np.sqrt(rng.uniform(0.0, 1.0, n))
+    theta = rng.uniform(0.0, 2 * math.pi, n)
+    f_max = STAR_PEAK_LIMIT_ADU / _peak_adu_per_flux()
+    f_min = f_max / STAR_DYNAMIC_RANGE
+    tail = 1.0 - (f_min / f_max) ** STAR_COUNT_SLOPE
+    flux = f_min * (1.0 - rng.uniform(0.0, 1.0, n) * tail) ** (-1.0 / STAR_COUNT_SLOPE)
+    return np.column_stack([cx + r * np.cos(theta), cy + r * np.sin(theta), flux])
+
+
+def _peak_adu_per_flux() -> float:
+    """Largest Moffat peak (ADU) per e-/s of L-band flux over the filters."""
+    sharpest = FWHM * 0.9
+    per_flux = [f.star_throughput * f.exposure / SensorModel().gain for f in FILTERS]
+    return float(sky.moffat_peak(max(per_flux), sharpest))
+
+
+def _draw_nebula(rng: np.random.Generator, width: int, height: int) -> tuple[sky.NebulaBlob, ...]:
+    """Three broad glows and three thin filaments around the field centre."""
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    blobs = []
+    for major, minor in (((120, 260), (70, 150)),) * 3 + (((90, 220), (5, 14)),) * 3:
+        blobs.append(
+            sky.NebulaBlob(
+                x=float(cx + rng.uniform(-0.45, 0.45) * width),
+                y=float(cy + rng.uniform(-0.45, 0.45) * height),
+                sigma_major=float(rng.uniform(*major)),
+                sigma_minor=float(rng.uniform(*minor)),
+                angle=float(rng.uniform(0.0, math.pi)),
+                amplitude=float(rng.uniform(0.3, 1.0)),
+            )
+        )
+    return tuple(blobs)
+
+
+def _ccd_temp(rng: np.random.Generator) -> float:
+    """Regulated sensor temperature as reported: -10 +/- 0.3 C."""
+    return round(-10.0 + float(rng.uniform(-0.3, 0.3)), 2)
+
+
+def _schedule_flats(rng: np.random.Generator) -> tuple[CalibrationFrameTruth, ...]:
+    """Dusk flats: all L, then all Ha (SGP)."""
+    clock = _Clock(FLATS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
+    frames = []
+    for filt in FILTERS:
+        for k in range(N_FLATS):
+            frames.append(
+                CalibrationFrameTruth(
+                    path=f"Flats/{filt.name}/Flat_{filt.name}_{k + 1:04d}.fits",
+                    kind="flat",
+                    exposure=filt.flat_exposure,
+                    date_obs=clock.stamp(),
+                    ccd_temp=_ccd_temp(rng),
+                    filter=filt.name,
+                )
+            )
+            clock.advance(filt.flat_exposure + rng.uniform(2.0, 3.0))
+        clock.advance(rng.uniform(40.0, 60.0))
+    return tuple(frames)
+
+
+def _schedule_darks_and_bias(
+    rng: np.random.Generator, clock: _Clock
+) -> tuple[tuple[CalibrationFrameTruth, ...], tuple[CalibrationFrameTruth, ...]]:
+    """Darks (60 s, then 300 s) and bias with the cover on, after the lights."""
+    clock.advance(rng.uniform(900.0, 1200.0))
+    darks = []
+    for exposure in DARK_EXPOSURES:
+        for k in range(N_DARKS):
+            darks.append(
+                CalibrationFrameTruth(
+                    path=f"Darks/Dark_{exposure:.0f}s_{k + 1:04d}.fit",
+                    kind="dark",
+                    exposure=exposure,
+                    date_obs=clock.stamp(),
+                    ccd_temp=_ccd_temp(rng),
+                )
+            )
+            clock.advance(exposure + rng.uniform(2.0, 3.0))
+    biases = []
+    for k in range(N_BIAS):
+        biases.append(
+            CalibrationFrameTruth(
+                path=f"Bias/Bias_{k + 1:04d}.fit",
+                kind="bias",
+                exposure=0.0,
+                date_obs=clock.stamp(),
+                ccd_temp=_ccd_temp(rng),
+            )
+        )
+        clock.advance(rng.uniform(1.5, 2.5))
+    return tuple(darks), tuple(biases)
+
+
+def _draw_lights(
+    rng: np.random.Generator, shape: tuple[int, int], n_lights: int
+) -> tuple[tuple[LightTruth, ...], _Clock]:
+    """Lights in session order: L then Ha before the flip, L then Ha after it."""
+    chosen = rng.choice(np.arange(1, n_lights), size=3, replace=False)
+    plan = _LightPlan(
+        shape=shape,
+        specials={
+            int(k): kind for k, kind in zip(chosen, ("cloudy", "blurred", "trail"), strict=True)
+        },
+        flip_shift=tuple(float(v) for v in rng.uniform(-FLIP_SHIFT_PX, FLIP_SHIFT_PX, 2)),
+        gradient_angle=float(rng.uniform(0.0, 2 * math.pi)),
+    )
+    clock = _Clock(LIGHTS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
+    n_before = n_lights - n_lights // 2
+    lights: list[LightTruth] = []
+    for block, flipped in ((range(n_before), False), (range(n_before, n_lights), True)):
+        if flipped:
+            clock.advance(rng.uniform(200.0, 300.0))  # flip, plate solve, re-centre
+        for filt in FILTERS:
+            for k in block:
+                lights.append(_draw_light(rng, plan, filt, k, len(lights), flipped, clock))
+                clock.advance(filt.exposure + rng.uniform(6.0, 12.0))
+            clock.advance(rng.uniform(15.0, 25.0))  # filter change + refocus
+    return tuple(lights), clock
+
+
+def _draw_light(
+    rng: np.random.Generator,
+    plan: _LightPlan,
+    filt: FilterTruth,
+    k: int,
+    index: int,
+    flipped: bool,
+    clock: _Clock,
+) -> LightTruth:
+    """Draw one light's pointing, seeing, sky and defects."""
+    height, width = plan.shape
+    special = plan.specials.get(k) if filt.name == "L" else None
+    ccd_temp = _ccd_temp(rng)
+    fwhm = FWHM * float(rng.uniform(0.9, 1.1)) * (2.5 if special == "blurred" else 1.0)
+    transmission = 0.35 if special == "cloudy" else float(rng.uniform(0.93, 1.0))
+    sky_rate = filt.sky_rate * float(rng.uniform(0.97, 1.05)) * (1.3 if special == "cloudy" else 1)
+    angle = math.radians(rng.uniform(-DITHER_DEG, DITHER_DEG)) + (math.pi if flipped else 0.0)
+    shift = rng.uniform(-DITHER_PX, DITHER_PX, 2) + (plan.flip_shift if flipped else 0.0)
+    matrix = sky.dither_matrix(((width - 1) / 2, (height - 1) / 2), angle, tuple(shift))
+    gradient_angle = plan.gradient_angle + math.radians(rng.normal(0.0, 5.0))
+    return LightTruth(
+        index=index,
+        filter_index=k,
+        path=_light_path(filt, k, clock.now, ccd_temp),
+        filter=filt.name,
+        exposure=filt.exposure,
+        date_obs=clock.stamp(),
+        ccd_temp=ccd_temp,
+        matrix=tuple(tuple(float(v) for v in row) for row in matrix),
+        fwhm=fwhm,
+        transmission=transmission,
+        sky_adu=sky_rate * filt.exposure / SensorModel().gain,
+        sky_gradient=0.02 * float(rng.uniform(0.8, 1.2)),
+        sky_gradient_angle=(gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi),
+        flipped=flipped,
+        cloudy=special == "cloudy",
+        blurred=special == "blurred",
+        trail=_draw_trail(rng, plan.shape) if special == "trail" else None,
+        cosmic_rays=cosmic_rays(rng, plan.shape),
+    )
+
+
+def _draw_trail(rng: np.random.Generator, shape: tuple[int, int]) -> TrailTruth:
+    """A satellite crossing the whole frame through its central region."""
+    height, width = shape
+    point = (float(rng.uniform(0.25, 0.75) * width), float(rng.uniform(0.25, 0.75) * height))
+    x0, y0, x1, y1 = sky.trail_endpoints(shape, point, float(rng.uniform(0.0, math.pi)))
+    return TrailTruth(x0, y0, x1, y1, amplitude=float(rng.uniform(2500.0, 5000.0)), sigma=1.5)
+
+
+def _light_path(filt: FilterTruth, k: int, when: datetime, ccd_temp: float) -> str:
+    """File name in the style of the program that shot this filter."""
+    if LIGHT_PROGRAMS[filt.name] is NINA_LIGHT:
+        return (
+            f"LIGHT/{when:%Y-%m-%d_%H-%M-%S}_{filt.name}_{ccd_temp:.2f}_"
+            f"{filt.exposure:.2f}s_{k + 1:04d}.fits"
+        )
+    return (
+        f"Lights/{OBJECT.replace(' ', '')}_Light_{filt.name}_{filt.exposure:.0f}s_Bin1_"
+        f"{round(ccd_temp):d}C_{k + 1:04d}.fit"
+    )
+
+
+def write_frames(truth: NightTruth, rng: np.random.Generator) -> None:
+    """Render, add noise to and write every frame of ``truth`` under ``truth.root``.
+
+    Parameters
+    ----------
+    truth : NightTruth
+        The night to render (``root`` must be set).
+    rng : numpy.random.Generator
+        Random source for the noise.
+    """
+    sensor = SensorModel()
+    for light in truth.light_frames:
+        electrons = (
+            truth.clean_sky(light) * sensor.gain * truth.flat_response(light.filter)
+            + truth.dark_current * light.exposure
+        )
+        data = read_out(rng, electrons, truth.bias_pattern, sensor, light.cosmic_rays)
+        _write(truth.path(light.path), data, _light_header(light))
+    for frame in truth.bias_frames + truth.dark_frames + truth.flat_frames:
+        electrons = truth.dark_current * frame.exposure
+        if frame.kind == "flat":
+            level = truth.filters[frame.filter].flat_level * (1.0 + rng.normal(0.0, 0.01))
+            electrons = electrons + level * sensor.gain * truth.flat_response(frame.filter)
+        data = read_out(rng, electrons, truth.bias_pattern, sensor)
+        _write(truth.path(frame.path), data, _calibration_header(frame))
+
+
+def _write(path: Path, data: NDArray[np.uint16], header: fits.Header) -> None:
+    """Write a uint16 image (astropy stores it as BITPIX 16, BZERO 32768)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.PrimaryHDU(data=data, header=header).writeto(path, overwrite=True)
+
+
+def _light_header(light: LightTruth) -> fits.Header:
+    """Header of a light in its program's style."""
+    header = _base_header(
+        LIGHT_PROGRAMS[light.filter], light.exposure, light.date_obs, light.ccd_temp
+    )
+    header["FILTER"] = (light.filter, "Filter used")
+    header["OBJECT"] = (OBJECT, "Target")
+    header["PIERSIDE"] = ("EAST" if light.flipped else "WEST", "Telescope side of pier")
+    return header
+
+
+def _calibration_header(frame: CalibrationFrameTruth) -> fits.Header:
+    """Header of a bias, dark or flat frame."""
+    program = {"bias": MAXIM_BIAS, "dark": MAXIM_DARK, "flat": SGP_FLAT}[frame.kind]
+    header = _base_header(program, frame.exposure, frame.date_obs, frame.ccd_temp)
+    if frame.filter is not None:
+        header["FILTER"] = (frame.filter, "Filter used")
+    return header
+
+
+def _base_header(program: _Program, exposure: float, date_obs: str, ccd_temp: float) -> fits.Header:
+    """Keywords every frame carries."""
+    header = fits.Header()
+    header["IMAGETYP"] = (program.imagetyp, "Type of exposure")
+    for key in program.exposure_keys:
+        header[key] = (float(exposure), "[s] Exposure duration")
+    header["DATE-OBS"] = (date_obs, "UTC start of exposure")
+    header["XBINNING"] = (1, "X binning")
+    header["YBINNING"] = (1, "Y binning")
+    header["GAIN"] = (139, "Sensor gain setting")
+    header["OFFSET"] = (21, "Sensor offset setting")
+    header["CCD-TEMP"] = (ccd_temp, "[C] Sensor temperature")
+    header["SET-TEMP"] = (-10.0, "[C] Cooler set point")
+    header["INSTRUME"] = ("ZWO ASI1600MM Pro", "Camera")
+    header["TELESCOP"] = ("Esprit 100ED", "Telescope")
+    header["FOCALLEN"] = (550.0, "[mm] Focal length")
+    header["XPIXSZ"] = (3.8, "[um] Pixel width")
+    header["YPIXSZ"] = (3.8, "[um] Pixel height")
+    header["SWCREATE"] = (program.software, "Capture software")
+    return header

@@ -1,0 +1,495 @@
+"""Ground truth of a synthetic night, its JSON/npy serialisation and helpers.
+
+Coordinate conventions (shared with :mod:`sample_data.sky`): ``x`` is the
+column, ``y`` the row, pixel centres at integers (``image[y, x]``). Each light's
+``matrix`` is a 3x3 affine ``T`` with ``(x_sensor, y_sensor, 1) = T @ (x_sky, y_sky, 1)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sample_data import sky
+
+__all__ = [
+    "TRUTH_DIR",
+    "CalibrationFrameTruth",
+    "FilterTruth",
+    "LightTruth",
+    "NightTruth",
+    "SensorTruth",
+    "TrailTruth",
+    "load_truth",
+]
+
+TRUTH_DIR = "truth"
+STAR_DTYPE = np.dtype(
+    [
+        ("id", np.int64),
+        ("x", np.float64),
+        ("y", np.float64),
+        ("flux_adu", np.float64),
+        ("peak_adu", np.float64),
+    ]
+)
+_ARRAY_FILES = ("stars", "hot_pixels", "bias_pattern", "dark_current")
+
+Matrix3 = tuple[tuple[float, float, float], ...]
+
+
+@dataclass(frozen=True)
+class SensorTruth:
+    """Camera electrical truth.
+
+    Attributes
+    ----------
+    gain : float
+        Electrons per ADU.
+    read_noise : float
+        Read noise (e- RMS).
+    bias_level : float
+        Mean bias (ADU); the per-column pattern is in ``NightTruth.bias_pattern``.
+    dark_current : float
+        Dark current of normal pixels (e-/s).
+    """
+
+    gain: float
+    read_noise: float
+    bias_level: float
+    dark_current: float
+
+
+@dataclass(frozen=True)
+class FilterTruth:
+    """Per-filter sky, star and flat parameters.
+
+    Attributes
+    ----------
+    name : str
+        Filter name as written in FILTER.
+    exposure : float
+        Light exposure (s).
+    sky_rate : float
+        Sky background at frame centre in clear conditions (e-/s/px, before flat).
+    star_throughput : float
+        Multiplier on the star table's fluxes (stars are tabulated for L).
+    nebula_rate : float
+        Nebula surface brightness scale (e-/s/px per unit blob amplitude).
+    flat_level : float
+        Mean flat illumination (ADU above bias and dark).
+    flat_exposure : float
+        Flat exposure (s).
+    """
+
+    name: str
+    exposure: float
+    sky_rate: float
+    star_throughput: float
+    nebula_rate: float
+    flat_level: float
+    flat_exposure: float
+
+
+@dataclass(frozen=True)
+class TrailTruth:
+    """A satellite trail: straight line across the whole frame.
+
+    Attributes
+    ----------
+    x0, y0, x1, y1 : float
+        Endpoints on the frame border (sensor pixels).
+    amplitude : float
+        Peak on the trail axis (ADU, before the flat response).
+    sigma : float
+        Gaussian sigma across the trail (pixels).
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    amplitude: float
+    sigma: float
+
+    @property
+    def endpoints(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``."""
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+@dataclass(frozen=True)
+class LightTruth:
+    """Truth of one light sub.
+
+    Attributes
+    ----------
+    index : int
+        Position in ``NightTruth.light_frames`` (chronological order).
+    filter_index : int
+        0-based position among the subs of the same filter (chronological).
+    path : str
+        Path relative to the night folder (POSIX separators).
+    filter : str
+        Filter name.
+    exposure : float
+        Exposure (s).
+    date_obs : str
+        DATE-OBS written in the header.
+    ccd_temp : float
+        CCD-TEMP written in the header.
+    matrix : tuple
+        3x3 sky -> sensor affine matrix (row-major nested tuples).
+    fwhm : float
+        Moffat FWHM (pixels).
+    transmission : float
+        Atmospheric transmission applied to stars and nebula.
+    sky_adu : float
+        Sky level at frame centre (ADU, before the flat response).
+    sky_gradient : float
+        Fractional sky change from centre to corner along ``sky_gradient_angle``.
+    sky_gradient_angle : float
+        Direction of increasing sky (radians from +x, sensor frame).
+    flipped : bool
+        Taken after the meridian flip (field rotated by about 180 degrees).
+    cloudy : bool
+        Thin cloud: low transmission, brighter sky.
+    blurred : bool
+        Badly blurred (FWHM x 2.5).
+    trail : TrailTruth or None
+        Satellite trail, if any.
+    cosmic_rays : tuple
+        ``(x, y, adu)`` per affected pixel.
+    """
+
+    index: int
+    filter_index: int
+    path: str
+    filter: str
+    exposure: float
+    date_obs: str
+    ccd_temp: float
+    matrix: Matrix3
+    fwhm: float
+    transmission: float
+    sky_adu: float
+    sky_gradient: float
+    sky_gradient_angle: float
+    flipped: bool = False
+    cloudy: bool = False
+    blurred: bool = False
+    trail: TrailTruth | None = None
+    cosmic_rays: tuple[tuple[int, int, float], ...] = ()
+
+    @property
+    def sky_to_sensor(self) -> NDArray[np.float64]:
+        """The 3x3 sky -> sensor matrix as an array."""
+        return np.array(self.matrix, dtype=np.float64)
+
+    @property
+    def sensor_to_sky(self) -> NDArray[np.float64]:
+        """The inverse, sensor -> sky."""
+        return np.linalg.inv(self.sky_to_sensor)
+
+    @property
+    def rotation_deg(self) -> float:
+        """Field rotation of the sky -> sensor matrix, degrees in (-180, 180]."""
+        m = self.matrix
+        return float(np.degrees(np.arctan2(m[1][0], m[0][0])))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LightTruth:
+        """Rebuild from the JSON form."""
+        data = dict(data)
+        data["matrix"] = tuple(tuple(float(v) for v in row) for row in data["matrix"])
+        data["trail"] = TrailTruth(**data["trail"]) if data.get("trail") else None
+        data["cosmic_rays"] = tuple(
+            (int(x), int(y), float(a)) for x, y, a in data.get("cosmic_rays", ())
+        )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CalibrationFrameTruth:
+    """Truth of one bias, dark or flat frame.
+
+    Attributes
+    ----------
+    path : str
+        Path relative to the night folder.
+    kind : str
+        ``"bias"``, ``"dark"`` or ``"flat"``.
+    exposure : float
+        Exposure (s).
+    date_obs : str
+        DATE-OBS written in the header.
+    ccd_temp : float
+        CCD-TEMP written in the header.
+    filter : str or None
+        Filter for flats.
+    """
+
+    path: str
+    kind: str
+    exposure: float
+    date_obs: str
+    ccd_temp: float
+    filter: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class NightTruth:
+    """Everything that went into a synthetic night.
+
+    Attributes
+    ----------
+    version : str
+        Generator version.
+    seed : int or None
+        Seed used (None when the caller passed its own generator).
+    width, height : int
+        Sensor size.
+    psf_beta : float
+        Moffat beta of every sub.
+    sensor : SensorTruth
+        Electrical truth.
+    filters : dict
+        ``name -> FilterTruth``.
+    nebula : tuple of NebulaBlob
+        Nebula components (sky coordinates).
+    light_frames : tuple of LightTruth
+        Lights in chronological order.
+    bias_frames, dark_frames, flat_frames : tuple of CalibrationFrameTruth
+        Calibration frames.
+    stars : ndarray
+        ``(n, 3)``: sky ``x, y`` and L-band flux (e-/s) at transmission 1.
+    hot_pixels : ndarray
+        ``(n, 3)``: sensor ``x, y`` and dark rate (e-/s), brightest first.
+    bias_pattern : ndarray
+        Expected bias frame (ADU): ``bias_level`` plus the per-column pattern.
+    dark_current : ndarray
+        Dark current per pixel (e-/s), hot pixels included.
+    flat_responses : dict
+        ``filter -> (height, width)`` multiplicative response, mean 1
+        (vignetting x dust x PRNU).
+    root : Path or None
+        Folder the night was written to / loaded from.
+    """
+
+    version: str
+    seed: int | None
+    width: int
+    height: int
+    psf_beta: float
+    sensor: SensorTruth
+    filters: dict[str, FilterTruth]
+    nebula: tuple[sky.NebulaBlob, ...]
+    light_frames: tuple[LightTruth, ...]
+    bias_frames: tuple[CalibrationFrameTruth, ...]
+    dark_frames: tuple[CalibrationFrameTruth, ...]
+    flat_frames: tuple[CalibrationFrameTruth, ...]
+    stars: NDArray[np.float64] = field(repr=False)
+    hot_pixels: NDArray[np.float64] = field(repr=False)
+    bias_pattern: NDArray[np.float32] = field(repr=False)
+    dark_current: NDArray[np.float32] = field(repr=False)
+    flat_responses: dict[str, NDArray[np.float32]] = field(repr=False)
+    root: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return (self.height, self.width)
+
+    def lights(self, filter: str | None = None) -> tuple[LightTruth, ...]:
+        """Lights of one filter (all when ``filter`` is None), chronological."""
+        return tuple(lt for lt in self.light_frames if filter is None or lt.filter == filter)
+
+    def light(self, light: int | str | LightTruth) -> LightTruth:
+        """Look a light up by global index, relative path, or pass one through."""
+        if isinstance(light, LightTruth):
+            return light
+        if isinstance(light, str):
+            for candidate in self.light_frames:
+                if candidate.path == light:
+                    return candidate
+            raise KeyError(f"no light with path {light!r}")
+        return self.light_frames[light]
+
+    def sub_to_sub_matrix(
+        self, i: int | str | LightTruth, j: int | str | LightTruth
+    ) -> NDArray[np.float64]:
+        """Matrix mapping sensor pixels of light ``i`` to sensor pixels of light ``j``.
+
+        Returns
+        -------
+        ndarray
+            ``T_j @ inv(T_i)``.
+        """
+        return self.light(j).sky_to_sensor @ self.light(i).sensor_to_sky
+
+    def flat_response(self, filter: str) -> NDArray[np.float32]:
+        """The mean-1 multiplicative flat response of ``filter``."""
+        return self.flat_responses[filter]
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a frame given its relative path."""
+        if self.root is None:
+            raise ValueError("this truth has no root folder")
+        return self.root / relative
+
+    def star_flux_adu(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Total flux of every catalogue star in ``light`` (ADU, before the flat)."""
+        lt = self.light(light)
+        filt = self.filters[lt.filter]
+        scale = filt.star_throughput * lt.transmission * lt.exposure / self.sensor.gain
+        return self.stars[:, 2] * scale
+
+    def stars_in_sensor(self, light: int | str | LightTruth) -> NDArray[np.void]:
+        """Catalogue stars whose centre falls on the sensor in ``light``.
+
+        Returns
+        -------
+        ndarray
+            Structured array with fields ``id`` (row in ``stars``), ``x``, ``y``
+            (sensor pixels), ``flux_adu`` (total flux, ADU, before the flat response,
+            i.e. as seen after flat-fielding with a mean-normalised flat) and
+            ``peak_adu`` (analytic Moffat peak of the same).
+        """
+        lt = self.light(light)
+        x, y = sky.apply_affine(lt.sky_to_sensor, self.stars[:, 0], self.stars[:, 1])
+        inside = (x >= -0.5) & (x < self.width - 0.5) & (y >= -0.5) & (y < self.height - 0.5)
+        flux = self.star_flux_adu(lt)
+        out = np.zeros(int(inside.sum()), dtype=STAR_DTYPE)
+        out["id"] = np.flatnonzero(inside)
+        out["x"], out["y"], out["flux_adu"] = x[inside], y[inside], flux[inside]
+        out["peak_adu"] = sky.moffat_peak(flux[inside], lt.fwhm, self.psf_beta)
+        return out
+
+    def clean_background(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free sky gradient + nebula + trail of ``light`` in ADU (no stars).
+
+        Before the flat response, without bias, dark current or cosmic rays.
+        """
+        lt = self.light(light)
+        filt = self.filters[lt.filter]
+        image = sky.sky_background(self.shape, lt.sky_adu, lt.sky_gradient, lt.sky_gradient_angle)
+        nebula = sky.render_nebula(self.shape, lt.sensor_to_sky, self.nebula)
+        image += nebula * (filt.nebula_rate * lt.transmission * lt.exposure / self.sensor.gain)
+        if lt.trail is not None:
+            image += sky.render_trail(
+                self.shape, lt.trail.endpoints, lt.trail.amplitude, lt.trail.sigma
+            )
+        return image
+
+    def star_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free stars of ``light`` in ADU, before the flat response."""
+        lt = self.light(light)
+        x, y = sky.apply_affine(lt.sky_to_sensor, self.stars[:, 0], self.stars[:, 1])
+        return sky.render_stars(self.shape, x, y, self.star_flux_adu(lt), lt.fwhm, self.psf_beta)
+
+    def clean_sky(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free sky + nebula + stars + trail of ``light`` in ADU.
+
+        Before the flat response, without bias, dark current or cosmic rays; the
+        sum of :meth:`clean_background` and :meth:`star_image`.
+        """
+        return self.clean_background(light) + self.star_image(light)
+
+    def expected_raw(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Expected raw ADU of ``light`` (no noise, no cosmic rays, no clipping)."""
+        lt = self.light(light)
+        image = self.clean_sky(lt) * self.flat_responses[lt.filter]
+        image += self.dark_current * (lt.exposure / self.sensor.gain)
+        return image + self.bias_pattern
+
+    def save(self, outdir: str | Path) -> Path:
+        """Write ``truth.json`` and the ``.npy`` arrays to ``outdir/truth``."""
+        folder = Path(outdir) / TRUTH_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in _ARRAY_FILES:
+            np.save(folder / f"{name}.npy", getattr(self, name))
+        for name, response in self.flat_responses.items():
+            np.save(folder / f"flat_response_{name}.npy", response)
+        path = folder / "truth.json"
+        path.write_text(json.dumps(self._json_dict(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+    def _json_dict(self) -> dict[str, Any]:
+        """The JSON-serialisable part (arrays referenced by file name)."""
+        data: dict[str, Any] = {"generator": "linearlink sample_data.night"}
+        skip = set(_ARRAY_FILES) | {"flat_responses", "root"}
+        for f in fields(self):
+            if f.name not in skip:
+                value = getattr(self, f.name)
+                data[f.name] = _jsonable(value)
+        data["arrays"] = {name: f"{name}.npy" for name in _ARRAY_FILES}
+        data["arrays"]["flat_responses"] = {
+            name: f"flat_response_{name}.npy" for name in self.flat_responses
+        }
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, recursively."""
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _readonly(array: NDArray[Any]) -> NDArray[Any]:
+    """Mark an array read-only (the truth is frozen)."""
+    array.setflags(write=False)
+    return array
+
+
+def load_truth(outdir: str | Path) -> NightTruth:
+    """Load the truth of a night written by :func:`sample_data.generate_night`.
+
+    Parameters
+    ----------
+    outdir : str or Path
+        The night folder (the one containing ``truth/``).
+
+    Returns
+    -------
+    NightTruth
+        The truth, with ``root`` set to ``outdir``.
+    """
+    root = Path(outdir)
+    folder = root / TRUTH_DIR
+    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    arrays = {
+        name: _readonly(np.load(folder / file))
+        for name, file in data["arrays"].items()
+        if name != "flat_responses"
+    }
+    responses = {
+        name: _readonly(np.load(folder / file))
+        for name, file in data["arrays"]["flat_responses"].items()
+    }
+    return NightTruth(
+        version=data["version"],
+        seed=data["seed"],
+        width=data["width"],
+        height=data["height"],
+        psf_beta=data["psf_beta"],
+        sensor=SensorTruth(**data["sensor"]),
+        filters={k: FilterTruth(**v) for k, v in data["filters"].items()},
+        nebula=tuple(sky.NebulaBlob(**b) for b in data["nebula"]),
+        light_frames=tuple(LightTruth.from_dict(d) for d in data["light_frames"]),
+        bias_frames=tuple(CalibrationFrameTruth(**d) for d in data["bias_frames"]),
+        dark_frames=tuple(CalibrationFrameTruth(**d) for d in data["dark_frames"]),
+        flat_frames=tuple(CalibrationFrameTruth(**d) for d in data["flat_frames"]),
+        flat_responses=responses,
+        root=root,
+        **arrays,
+    )
