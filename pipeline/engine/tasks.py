@@ -307,6 +307,7 @@ def register_frame(
             "matrix": solution.matrix.tolist(),
             "matched": solution.matched,
             "rms": solution.rms,
+            "flux_ratio": solution.flux_ratio,
             "location": location,
             "scale": scale,
             "coverage": float(np.isfinite(warped).mean()),
@@ -343,7 +344,7 @@ def integrate_group(
         reference_index = [s["frame"] for s in subs].index(reference_frame)
         results = [sub["register"]["result"] for sub in subs]
         normalizations = normalize.normalize_subs(
-            [r["location"] for r in results], [r["scale"] for r in results],
+            [r["location"] for r in results], [r["flux_ratio"] for r in results],
             reference_index, config.normalization,
         )
         noises = [sub["measure"]["result"]["metrics"]["noise"] for sub in subs]

@@ -1,7 +1,10 @@
 """Normalization stage: per-sub linear maps that put every sub on the reference's scale.
 
 Each sub i gets ``v' = (v - location_i) * factor_i + location_ref`` (additive + scaling),
-or the additive / multiplicative special cases. Weights follow from the normalized noise.
+or the additive / multiplicative special cases. The scale factor is the sub's signal scale
+relative to the reference, measured by photometry of the stars matched during registration
+(a cloudy sub's stars are fainter, so its factor is larger); dispersion-based scale estimates
+would mistake noise for signal. Weights follow from the normalized noise.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Normalization:
 
 def normalize_subs(
     locations: Sequence[float],
-    scales: Sequence[float],
+    signal_ratios: Sequence[float],
     reference_index: int,
     config: NormalizationConfig,
 ) -> list[Normalization]:
@@ -36,14 +39,17 @@ def normalize_subs(
 
     Parameters
     ----------
-    locations, scales
-        Robust location (median) and scale (MAD-sigma) of each registered sub.
+    locations
+        Robust location (median) of each registered sub.
+    signal_ratios
+        Reference signal over sub signal (e.g. matched-star flux ratio); 1 for the reference.
     reference_index
         Index of the reference sub.
     """
     location = np.asarray(locations, dtype=np.float64)
-    scale = np.asarray(scales, dtype=np.float64)
-    ref_location, ref_scale = location[reference_index], scale[reference_index]
+    ratio = np.asarray(signal_ratios, dtype=np.float64)
+    ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+    ref_location = location[reference_index]
     if config.method == "none":
         factors, offsets = np.ones_like(location), np.zeros_like(location)
     elif config.method == "additive":
@@ -52,7 +58,7 @@ def normalize_subs(
         factors = ref_location / np.where(location == 0, np.nan, location)
         offsets = np.zeros_like(location)
     else:
-        factors = ref_scale / np.where(scale == 0, np.nan, scale)
+        factors = ratio / ratio[reference_index]
         offsets = ref_location - location * factors
     return [Normalization(float(f), float(o)) for f, o in zip(factors, offsets, strict=True)]
 

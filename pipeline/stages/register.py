@@ -37,11 +37,15 @@ class RegistrationSolution:
         Number of star pairs used in the final fit.
     rms
         Root-mean-square residual of the matched pairs (px).
+    flux_ratio
+        Median ratio of reference to sub flux over the matched stars: the sub's signal scale
+        relative to the reference (transparency, exposure, airmass).
     """
 
     matrix: np.ndarray
     matched: int
     rms: float
+    flux_ratio: float = 1.0
 
 
 def solve_transform(
@@ -68,16 +72,25 @@ def solve_transform(
         raise RegistrationError(f"no star pattern matched the reference ({exc})") from exc
     matrix = np.asarray(initial.params, dtype=np.float64)
     for radius in (config.match_radius * 2, config.match_radius, config.match_radius):
-        source, target = _pairs(stars[:, :2], reference_stars[:, :2], matrix, radius)
-        if len(source) < _MIN_MATCHES:
+        sub_index, ref_index = _pairs(stars[:, :2], reference_stars[:, :2], matrix, radius)
+        if len(sub_index) < _MIN_MATCHES:
             raise RegistrationError(
-                f"only {len(source)} stars matched within {radius:g} px after the first fit; "
+                f"only {len(sub_index)} stars matched within {radius:g} px after the first fit; "
                 "raise registration.match_radius"
             )
+        source, target = stars[sub_index, :2], reference_stars[ref_index, :2]
         matrix = estimate_transform(config.transform, source, target).params
     residual = _apply(matrix, source) - target
     rms = float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
-    return RegistrationSolution(matrix=matrix, matched=int(len(source)), rms=rms)
+    ratio = _flux_ratio(stars[sub_index, 2], reference_stars[ref_index, 2])
+    return RegistrationSolution(matrix=matrix, matched=int(len(source)), rms=rms, flux_ratio=ratio)
+
+
+def _flux_ratio(sub_flux: np.ndarray, reference_flux: np.ndarray) -> float:
+    good = (sub_flux > 0) & (reference_flux > 0)
+    if good.sum() < 3:
+        return float("nan")
+    return float(np.exp(np.median(np.log(reference_flux[good] / sub_flux[good]))))
 
 
 def warp_to_reference(
@@ -100,6 +113,7 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _pairs(
     source: np.ndarray, target: np.ndarray, matrix: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of one-to-one star pairs (sub index, reference index) within ``radius``."""
     projected = _apply(matrix, source)
     distance, index = cKDTree(target).query(projected, distance_upper_bound=radius)
     found = np.isfinite(distance)
@@ -108,7 +122,7 @@ def _pairs(
     unique, counts = np.unique(index_found, return_counts=True)
     single = np.isin(index_found, unique[counts == 1])
     keep = np.flatnonzero(found)[single]
-    return source[keep], target[index[keep]]
+    return keep, index[keep]
 
 
 def reference_score(metrics: dict) -> float:
