@@ -107,25 +107,21 @@ def _channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stats[:, 0], stats[:, 1]
 
 
+def _shadows(median: np.ndarray, madn: np.ndarray, shadows_clipping: float) -> np.ndarray:
+    """Per-channel ``median + shadows_clipping * MADN`` (0 where MADN is 0), unclipped."""
+    return np.where(madn > 0, median + shadows_clipping * madn, 0.0)
+
+
 def _unlinked(median: float, madn: float, shadows_clipping: float, target: float):
-    """(c0, m, c1) of PixInsight's AutoSTF for one channel."""
-    if median < 0.5:  # normal (non-inverted) channel
-        c0 = float(np.clip(median + shadows_clipping * madn, 0.0, 1.0)) if madn > 0 else 0.0
-        return c0, float(midtones_transfer(median - c0, target)), 1.0
-    c1 = float(np.clip(median - shadows_clipping * madn, 0.0, 1.0)) if madn > 0 else 1.0
-    return 0.0, float(midtones_transfer(target, c1 - median)), c1
+    """(c0, m) of PixInsight's AutoSTF for one channel."""
+    c0 = float(np.clip(_shadows(median, madn, shadows_clipping), 0.0, 1.0))
+    return c0, float(midtones_transfer(median - c0, target))
 
 
 def _linked(median: np.ndarray, madn: np.ndarray, shadows_clipping: float, target: float):
-    """(c0, m, c1) shared by all channels, as in PixInsight's linked AutoSTF."""
-    n = median.size
-    has_noise = madn > 0
-    if np.count_nonzero(median > 0.5) < n:  # not an inverted image
-        c0 = float(np.clip(np.sum((median + shadows_clipping * madn)[has_noise]) / n, 0, 1))
-        return c0, float(midtones_transfer(median.mean() - c0, target)), 1.0
-    c1_terms = np.where(has_noise, median - shadows_clipping * madn, 1.0)
-    c1 = float(np.clip(c1_terms.sum() / n, 0.0, 1.0))
-    return 0.0, float(midtones_transfer(target, c1 - median.mean())), c1
+    """(c0, m) shared by all channels, as in PixInsight's linked AutoSTF."""
+    c0 = float(np.clip(_shadows(median, madn, shadows_clipping).mean(), 0.0, 1.0))
+    return c0, float(midtones_transfer(median.mean() - c0, target))
 
 
 def auto_stretch_parameters(
@@ -156,18 +152,23 @@ def auto_stretch_parameters(
 
     Notes
     -----
-    With ``median`` and ``MADN = 1.4826 * MAD`` of each channel, a normal channel
-    gets ``c0 = clip(median + shadows_clipping * MADN, 0, 1)``,
+    With ``median`` and ``MADN = 1.4826 * MAD`` of each channel:
+    ``c0 = clip(median + shadows_clipping * MADN, 0, 1)``,
     ``m = MTF(target_background, median - c0)`` (the midtones balance that maps
     ``median - c0`` to ``target_background``) and ``c1 = 1``. Linked: ``c0`` is the
-    mean over channels of the per-channel ``c0`` terms (before clipping, channels
-    with zero MADN contributing 0, as PixInsight's script does) and ``m`` uses the
-    mean median. Channels whose median exceeds 0.5 (inverted images; all channels,
-    when linked) get PixInsight's inverted form: ``c0 = 0``,
-    ``c1 = clip(median - shadows_clipping * MADN, 0, 1)``,
-    ``m = MTF(c1 - median, target_background)``. Statistics of images above 4 Mpx
-    per channel use a deterministic subsample (see
-    :func:`pipeline.kernels.stats.robust_location_scale`).
+    mean over channels of the unclipped per-channel terms (a channel with zero MADN
+    contributes 0, as in PixInsight's script), then clipped, and ``m`` uses the mean
+    of the channel medians. Since ``shadows_clipping <= 0``, ``c0 <= median`` and
+    ``c0 < 1 = c1`` always.
+
+    As in PixInsight, ``m`` ignores the ``1 / (1 - c0)`` rescaling that
+    :func:`apply_stretch` applies before the MTF, so the stretched background lands
+    at ``target_background`` only when ``c0`` is small (true of linear astro images
+    normalised by their min/max, where ``c0`` is ~0.01); for an image whose
+    background sits high in [0, 1] it lands above the target. PixInsight's special
+    case for inverted images (median > 0.5) is not implemented: linear masters are
+    never inverted. Statistics of images above 4 Mpx per channel use a
+    deterministic subsample (see :func:`pipeline.kernels.stats.robust_location_scale`).
 
     References
     ----------
@@ -183,15 +184,14 @@ def auto_stretch_parameters(
     channels = array if array.ndim == 3 else array[None]
     median, madn = _channel_stats(channels)
     if linked:
-        c0, m, c1 = _linked(median, madn, shadows_clipping, target_background)
-        rows = [(c0, m, c1)] * median.size
+        rows = [_linked(median, madn, shadows_clipping, target_background)] * median.size
     else:
         rows = [
             _unlinked(md, mad, shadows_clipping, target_background)
             for md, mad in zip(median, madn, strict=True)
         ]
-    c0s, ms, c1s = zip(*rows, strict=True)
-    return StretchParameters(shadows=c0s, midtones=ms, highlights=c1s)
+    c0s, ms = zip(*rows, strict=True)
+    return StretchParameters(shadows=c0s, midtones=ms, highlights=(1.0,) * len(rows))
 
 
 def apply_stretch(image: ArrayLike, params: StretchParameters) -> np.ndarray:

@@ -106,11 +106,21 @@ def test_statistics_ignore_nan():
     assert apply_stretch(holed, b)[:50].max() == 0.0  # NaN -> 0
 
 
-def test_inverted_image_uses_highlights():
-    rng = np.random.default_rng(9)
-    image = rng.normal(0.9, 0.01, (100, 100))
+def test_zero_madn_channel_contributes_no_shadows_term():
+    image = np.stack([np.full((20, 20), 0.3), np.random.default_rng(9).normal(0.1, 0.01, (20, 20))])
+    median = np.median(image, axis=(1, 2))
+    madn = 1.4826 * np.median(np.abs(image[1] - median[1]))
     params = auto_stretch_parameters(image)
-    assert params.shadows == (0.0,) and 0.9 < params.highlights[0] < 1.0
+    assert params.shadows[0] == pytest.approx((0.0 + median[1] - 2.8 * madn) / 2, rel=1e-9)
+    assert auto_stretch_parameters(image, linked=False).shadows[0] == 0.0
+
+
+def test_background_lands_above_target_when_shadows_clip_high():
+    # PixInsight's m ignores the 1/(1 - c0) rescale: documented, not a bug
+    rng = np.random.default_rng(12)
+    image = rng.normal(0.6, 0.01, (100, 100))
+    stretched = apply_stretch(image, auto_stretch_parameters(image))
+    assert np.median(stretched) > 0.3
 
 
 def test_apply_stretch_single_set_for_all_channels_and_range():
@@ -177,3 +187,12 @@ def test_normalize_to_unit_constant_and_infinite():
 def test_normalize_to_unit_without_data():
     with pytest.raises(ValueError, match="no finite pixel"):
         normalize_to_unit(np.full(3, np.nan))
+
+
+def test_saturated_image_still_gives_valid_parameters():
+    image = np.ones((10, 10))
+    image[0, :3] = 0.0
+    image[1, :3] = 0.5
+    params = auto_stretch_parameters(image)
+    assert params.shadows[0] < 1.0 and params.highlights[0] == 1.0
+    assert np.isfinite(apply_stretch(image, params)).all()
