@@ -64,19 +64,21 @@ def apply_overrides(
 ) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``dotted.path=value`` override applied."""
     result: dict[str, Any] = json.loads(json.dumps(raw))
+    defaults: Any = PipelineConfig().model_dump(mode="json")
     problems = []
     for item in overrides:
         dotted, sep, text = item.partition("=")
         if not sep or not dotted.strip():
             problems.append(f"--set {item!r}: expected section.key=value, e.g. integration.rejection.low=3")
             continue
-        node = result
+        node, default = result, defaults
         keys = dotted.strip().split(".")
         for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                child = node[key] = {}
-            node = child
+            default = default.get(key) if isinstance(default, dict) else None
+            if not isinstance(node.get(key), dict):
+                # start from the default so a tagged method keeps its 'method'
+                node[key] = json.loads(json.dumps(default)) if isinstance(default, dict) else {}
+            node = node[key]
         node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
     if problems:
         raise ConfigError(problems, source=source)
@@ -129,6 +131,9 @@ def _describe_error(error: Mapping[str, Any]) -> str:
         allowed = _allowed_keys(location[:-1])
         message = f"unknown key; allowed keys here: {', '.join(allowed)}"
         return f"{dotted}: {message}"
+    if error["type"] == "union_tag_not_found":
+        return (f"{dotted}: no 'method' given; add one of: "
+                "'none', 'sigma_clip', 'winsorized_sigma', 'minmax'")
     if error["type"] == "union_tag_invalid":
         message = f"unknown method; allowed: {error['ctx']['expected_tags']}"
         value = error["ctx"].get("tag", value)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import astroalign
 import numpy as np
 from scipy.spatial import cKDTree
-from skimage.transform import estimate_transform
 
 from pipeline.config.models import RegistrationConfig
 from pipeline.errors import RegistrationError
@@ -63,14 +62,7 @@ def solve_transform(
             f"too few stars to register ({len(stars)} in the sub, {len(reference_stars)} in the "
             "reference); lower measurement.detection_sigma or check focus and clouds"
         )
-    count = config.max_control_points
-    try:
-        initial, _ = astroalign.find_transform(
-            stars[:count, :2], reference_stars[:count, :2], max_control_points=count
-        )
-    except (astroalign.MaxIterError, ValueError, TypeError) as exc:
-        raise RegistrationError(f"no star pattern matched the reference ({exc})") from exc
-    matrix = np.asarray(initial.params, dtype=np.float64)
+    matrix = _initial_transform(stars, reference_stars, config.max_control_points)
     for radius in (config.match_radius * 2, config.match_radius, config.match_radius):
         sub_index, ref_index = _pairs(stars[:, :2], reference_stars[:, :2], matrix, radius)
         if len(sub_index) < _MIN_MATCHES:
@@ -79,11 +71,104 @@ def solve_transform(
                 "raise registration.match_radius"
             )
         source, target = stars[sub_index, :2], reference_stars[ref_index, :2]
-        matrix = estimate_transform(config.transform, source, target).params
+        weights = _centroid_weights(stars[sub_index, 2], reference_stars[ref_index, 2])
+        matrix = fit_transform(config.transform, source, target, weights)
+        keep = _inliers(_apply(matrix, source) - target)
+        if keep.sum() >= _MIN_MATCHES and not keep.all():
+            sub_index, ref_index = sub_index[keep], ref_index[keep]
+            source, target, weights = source[keep], target[keep], weights[keep]
+            matrix = fit_transform(config.transform, source, target, weights)
     residual = _apply(matrix, source) - target
     rms = float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
     ratio = _flux_ratio(stars[sub_index, 2], reference_stars[ref_index, 2])
     return RegistrationSolution(matrix=matrix, matched=int(len(source)), rms=rms, flux_ratio=ratio)
+
+
+def fit_transform(
+    model: str, source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Weighted least-squares similarity or affine transform mapping ``source`` onto ``target``.
+
+    Both models are linear in their parameters (similarity: ``x' = a x - b y + tx``,
+    ``y' = b x + a y + ty``), so one weighted linear solve gives the exact optimum.
+
+    Returns
+    -------
+    numpy.ndarray
+        The 3x3 matrix.
+    """
+    w = np.sqrt(np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64))
+    x, y = source[:, 0], source[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    if model == "similarity":
+        design = np.vstack([
+            np.column_stack([x, -y, one, zero]),
+            np.column_stack([y, x, zero, one]),
+        ])
+    elif model == "affine":
+        design = np.vstack([
+            np.column_stack([x, y, one, zero, zero, zero]),
+            np.column_stack([zero, zero, zero, x, y, one]),
+        ])
+    else:
+        raise ValueError(f"transform model {model!r} is not supported; use 'similarity' or 'affine'")
+    rhs = np.concatenate([target[:, 0], target[:, 1]])
+    ww = np.concatenate([w, w])
+    params, *_ = np.linalg.lstsq(design * ww[:, None], rhs * ww, rcond=None)
+    if model == "similarity":
+        a, b, tx, ty = params
+        return np.array([[a, -b, tx], [b, a, ty], [0.0, 0.0, 1.0]])
+    return np.vstack([params.reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+def _centroid_weights(sub_flux: np.ndarray, reference_flux: np.ndarray) -> np.ndarray:
+    """Inverse centroid variance, up to a constant: SNR² of the fainter of the two stars.
+
+    With F the flux and F0 the median flux standing in for the background term,
+    SNR² ∝ F² / (F + F0): bright stars weigh by flux, faint ones by flux squared.
+    """
+    flux = np.clip(np.minimum(sub_flux / np.median(sub_flux), reference_flux / np.median(reference_flux)), 1e-6, None)
+    return flux**2 / (flux + 1.0)
+
+
+def _inliers(residual: np.ndarray) -> np.ndarray:
+    """Pairs whose residual is within 3 robust sigmas (at least 0.05 px)."""
+    distance = np.hypot(residual[:, 0], residual[:, 1])
+    limit = max(3.0 * 1.4826 * float(np.median(distance)), 0.05)
+    return distance <= limit
+
+
+def _initial_transform(stars: np.ndarray, reference_stars: np.ndarray, limit: int) -> np.ndarray:
+    """Triangle matching on the brightest stars of both lists.
+
+    When one list is much shorter (a blurred or cloudy sub detects only its brightest stars),
+    the other is cut to a similar brightness range first, so the triangles can agree.
+    """
+    errors = []
+    for n_sub, n_ref in _control_point_counts(len(stars), len(reference_stars), limit):
+        try:
+            transform, _ = astroalign.find_transform(
+                stars[:n_sub, :2], reference_stars[:n_ref, :2], max_control_points=limit
+            )
+        except (astroalign.MaxIterError, ValueError, TypeError) as exc:
+            errors.append(f"{n_sub}/{n_ref} stars: {exc}")
+            continue
+        return np.asarray(transform.params, dtype=np.float64)
+    raise RegistrationError("no star pattern matched the reference (" + "; ".join(errors) + ")")
+
+
+def _control_point_counts(n_sub: int, n_ref: int, limit: int) -> list[tuple[int, int]]:
+    n_sub, n_ref = min(n_sub, limit), min(n_ref, limit)
+    fewest = min(n_sub, n_ref)
+    attempts = [(n_sub, n_ref)]
+    for factor in (1.5, 1.0, 2.0):
+        cut = max(3, int(round(fewest * factor)))
+        attempts.append((min(n_sub, cut), min(n_ref, cut)))
+    unique: list[tuple[int, int]] = []
+    for attempt in attempts:
+        if attempt not in unique:
+            unique.append(attempt)
+    return unique
 
 
 def _flux_ratio(sub_flux: np.ndarray, reference_flux: np.ndarray) -> float:

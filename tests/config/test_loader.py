@@ -74,3 +74,14 @@ def test_schema_is_json_and_names_every_section():
     schema = config_schema()
     json.dumps(schema)
     assert set(schema["properties"]) == set(PipelineConfig.model_fields)
+
+
+def test_override_inside_an_unset_method_keeps_the_default_method():
+    config = load_config(None, ["integration.rejection.high=2.5"])
+    assert config.integration.rejection.method == "sigma_clip"
+    assert config.integration.rejection.high == 2.5
+
+
+def test_method_missing_says_which_are_allowed():
+    with pytest.raises(ConfigError, match="no 'method' given; add one of"):
+        parse_config({"integration": {"rejection": {"low": 3}}})

@@ -30,6 +30,12 @@ def process(tmp: Path, overrides: tuple[str, ...] = ()) -> ProcessedNight:
 
 
 @pytest.fixture(scope="session")
+def process_night():
+    """The function that generates and processes a sample night in a folder."""
+    return process
+
+
+@pytest.fixture(scope="session")
 def sample_run(tmp_path_factory) -> ProcessedNight:
     """The default sample night processed once with the default configuration."""
     return process(tmp_path_factory.mktemp("sample_run"))

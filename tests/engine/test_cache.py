@@ -5,15 +5,15 @@ from __future__ import annotations
 from pipeline.config.loader import load_config
 from pipeline.engine.runner import Pipeline
 
-from .conftest import process
-
 
 def _computed(manifest) -> dict[str, int]:
     return {stage: entry["computed"] for stage, entry in manifest["stages"].items() if entry["computed"]}
 
 
-def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integration(tmp_path):
-    first = process(tmp_path)
+def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integration(
+    tmp_path, process_night
+):
+    first = process_night(tmp_path)
     computed = _computed(first.summary.manifest)
     assert computed["calibrate"] == computed["measure"] == computed["register"] == 20
     assert computed["integrate"] == computed["preview"] == 2
