@@ -140,14 +140,13 @@ def _plan_text(description: dict) -> str:
     for entry in description["calibration_plan"]:
         lines.append(f"  {entry['light_group']}:")
         for candidate in entry["considered"]:
-            verdict = "use   " if candidate["used"] else "refuse"
-            lines.append(f"    {verdict} {candidate['role']:<9} {candidate['group_id']}: {candidate['reason']}")
+            lines.append(f"    {_verdict(candidate)} {candidate['role']:<9} {candidate['group_id']}: "
+                         f"{candidate['reason']}")
         flat = entry["flat_calibration"]
         if flat:
             for candidate in flat["considered"]:
-                verdict = "use   " if candidate["used"] else "refuse"
-                lines.append(f"    flat: {verdict} {candidate['role']:<9} {candidate['group_id']}: "
-                             f"{candidate['reason']}")
+                lines.append(f"    flat: {_verdict(candidate)} {candidate['role']:<9} "
+                             f"{candidate['group_id']}: {candidate['reason']}")
     if description["skipped"]:
         lines.append("Skipped files:")
         lines += [f"  {s['path']}: {s['reason']}" for s in description["skipped"]]
@@ -156,6 +155,12 @@ def _plan_text(description: dict) -> str:
         if any(counts.values()):
             lines.append(f"  {stage:<17} {counts['cached']:>4} / {counts['to_compute']:>4} / {counts['unknown']:>4}")
     return "\n".join(lines)
+
+
+def _verdict(candidate: dict) -> str:
+    if candidate["used"]:
+        return "use   "
+    return "skip  " if candidate["reason"].startswith("not needed") else "refuse"
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -230,8 +230,10 @@ def select_reference(lights: list[Record], requested: str) -> Record:
 
 def _integrate_or_fail(store, group: FrameGroup, registered, reference, calibration, config) -> Record:
     subs = [sub for sub in registered if "excluded" not in sub]
+    excluded = [sub for sub in registered if "excluded" in sub]
     try:
-        return tasks.integrate_group(store, group, subs, reference["frame"], calibration, config)
+        return tasks.integrate_group(store, group, subs, reference["frame"], calibration, config,
+                                     excluded=excluded)
     except LinearLinkError as exc:
         return {"failed": str(exc), "group": group.group_id}
 

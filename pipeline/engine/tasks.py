@@ -6,6 +6,7 @@ JSON-ready record (paths and numbers, never arrays), so tasks can run on any das
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -333,9 +334,12 @@ def integration_key(group_id: str, register_keys: Sequence[str], config: Pipelin
 
 def integrate_group(
     store: Store, group: FrameGroup, subs: Sequence[Record], reference_frame: str, calibration: dict,
-    config: PipelineConfig,
+    config: PipelineConfig, *, excluded: Sequence[Record] = (),
 ) -> Record:
-    """Normalize, weight, reject and average the registered subs of one light group (cached)."""
+    """Normalize, weight, reject and average the registered subs of one light group (cached).
+
+    ``excluded`` are the group's subs left out upstream (listed in the master's history).
+    """
     if not subs:
         raise IntegrationError(f"group {group.group_id}: no usable subs left to integrate")
     key = integration_key(group.group_id, [sub["register"]["key"] for sub in subs], config)
@@ -353,7 +357,8 @@ def integrate_group(
         image, count, low, high, per_sub = _integrate_files(paths, normalizations, weights, config)
         path = store.path("integrate", group.group_id, key, ".fits")
         cards = _master_light_cards(group, subs, calibration, config)
-        write_image(path, image, cards=cards, history=_integration_history(subs, config),
+        history = _integration_history(subs, excluded, config)
+        write_image(path, image, cards=cards, history=history,
                     extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high})
         pixels = float(image.size)
         result = {
@@ -424,11 +429,16 @@ def _name(record: Record | None) -> str:
     return Path(record["outputs"]["master"]).name[:68] if record else "none"
 
 
-def _integration_history(subs: Sequence[Record], config: PipelineConfig) -> list[str]:
-    lines = [f"LinearLink {__version__} integrate"]
-    lines.append("rejection: " + config.integration.rejection.model_dump_json())
-    lines.append(f"normalization: {config.normalization.method}; weighting: {config.integration.weighting}")
+def _integration_history(
+    subs: Sequence[Record], excluded: Sequence[Record], config: PipelineConfig
+) -> list[str]:
+    names = ("calibration", "measurement", "registration", "normalization", "integration")
+    sections = [getattr(config, name) for name in names]
+    lines = [f"LinearLink {__version__} integrate; settings hash {keys.config_hash(sections)[:16]}"]
+    for name, section in zip(names, sections, strict=True):
+        lines.append(f"{name}: " + section.model_dump_json())
     lines += [f"used: {Path(sub['frame']).name}" for sub in subs]
+    lines += [f"excluded: {Path(sub['frame']).name}: {sub['excluded']}" for sub in excluded]
     return lines
 
 
@@ -447,7 +457,7 @@ def preview_master(store: Store, master: Record, config: PipelineConfig) -> Reco
         pixels, parameters = preview.render_preview(image, config.preview)
         path = store.path("preview", master["result"]["group"], key, ".png")
         write_png(path, pixels)
-        return {"preview": store.relative(path)}, {"stretch": parameters.to_json() if hasattr(parameters, "to_json") else str(parameters)}
+        return {"preview": store.relative(path)}, {"stretch": dataclasses.asdict(parameters)}
 
     return cached(store, "preview", key, compute)
 
