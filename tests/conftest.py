@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,5 +14,8 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "real_data"
 def real_data() -> Path:
     """The folder of real raw frames (read in place, never copied)."""
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real data folder {REAL_DATA} is not present")
+        message = f"real data folder {REAL_DATA} is not present"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must run the real-data tests)")
+        pytest.skip(message)
     return REAL_DATA
