@@ -53,6 +53,9 @@ class FrameMetadata:
     object: str | None = None
     instrument: str | None = None
     bayer_pattern: str | None = None
+    bayer_x_offset: int = 0
+    bayer_y_offset: int = 0
+    row_order: str | None = None
     file_size: int = 0
     file_mtime_ns: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CalibrationConfig",
+    "CosmeticCorrectionConfig",
+    "DebayerConfig",
     "DiscoveryConfig",
     "EngineConfig",
     "IntegrationConfig",
@@ -21,6 +23,7 @@ __all__ = [
     "MinMaxRejection",
     "NoRejection",
     "NormalizationConfig",
+    "PinnedMasters",
     "PipelineConfig",
     "PreviewConfig",
     "RegistrationConfig",
@@ -105,6 +108,25 @@ class MasterStackConfig(_Section):
     )
 
 
+class PinnedMasters(_Section):
+    """Master calibration files to use instead of choosing one (paths; unset = automatic)."""
+
+    bias: str | None = Field(None, description="Master bias FITS to use for every light group.")
+    dark: str | None = Field(None, description="Master dark FITS (bias included) for every group.")
+    flat: str | None = Field(None, description="Master flat FITS for every light group.")
+    dark_flat: str | None = Field(None, description="Master dark-flat FITS for every flat.")
+
+
+class CosmeticCorrectionConfig(_Section):
+    """Hot and cold pixels found in the master dark (and optionally the lights) and replaced."""
+
+    enabled: bool = Field(True, description="Find defects in the master dark and correct them.")
+    hot_sigma: float = Field(3.0, gt=0, description="Hot pixel threshold in robust sigmas.")
+    cold_sigma: float = Field(3.0, gt=0, description="Cold pixel threshold in robust sigmas.")
+    from_lights: bool = Field(False, description="Also find isolated hot pixels in each light.")
+    lights_sigma: float = Field(10.0, gt=0, description="Threshold for defects found in lights.")
+
+
 class CalibrationConfig(_Section):
     """Master calibration frames and how lights are calibrated."""
 
@@ -112,10 +134,19 @@ class CalibrationConfig(_Section):
     dark: MasterStackConfig = Field(default_factory=MasterStackConfig)
     flat: MasterStackConfig = Field(default_factory=MasterStackConfig)
     dark_flat: MasterStackConfig = Field(default_factory=MasterStackConfig)
+    library: str | None = Field(
+        None, description="Folder of master calibration files searched besides the night folder."
+    )
+    masters: PinnedMasters = Field(default_factory=PinnedMasters)
     dark_scaling: bool = Field(
         True,
         description="Scale a bias-subtracted dark by exposure when no dark matches the lights.",
     )
+    dark_optimization: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Per-sub dark scale minimising noise; auto: only where the dark is scaled anyway.",
+    )
+    cosmetic_correction: CosmeticCorrectionConfig = Field(default_factory=CosmeticCorrectionConfig)
     flat_min: float = Field(
         0.05,
         gt=0,
@@ -123,6 +154,17 @@ class CalibrationConfig(_Section):
         description="Flat pixels below this fraction of the flat's median become no-data.",
     )
     pedestal: float = Field(0.0, ge=0, description="Constant (ADU) added after calibration.")
+
+
+class DebayerConfig(_Section):
+    """One-shot-colour (Bayer) frames: calibrated as mosaics, then debayered to RGB."""
+
+    pattern: Literal["auto", "RGGB", "BGGR", "GRBG", "GBRG"] = Field(
+        "auto", description="CFA pattern; auto reads BAYERPAT/XBAYROFF/YBAYROFF/ROWORDER."
+    )
+    method: Literal["vng", "bilinear", "superpixel"] = Field(
+        "vng", description="Demosaicing method."
+    )
 
 
 class MeasurementConfig(_Section):
@@ -201,6 +243,7 @@ class PipelineConfig(_Section):
 
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    debayer: DebayerConfig = Field(default_factory=DebayerConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)

@@ -105,13 +105,17 @@ class ImageReader:
             raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
 
     def _physical(self, stored: np.ndarray) -> np.ndarray:
-        values = np.asarray(stored, dtype=np.float32)
+        stored = np.asarray(stored)
+        # 32/64-bit integers lose precision in float32 before BZERO is added: use float64 there
+        wide = stored.dtype.kind in "iu" and stored.dtype.itemsize > 2
+        values = stored.astype(np.float64 if wide else np.float32)
         if self._scale != 1.0:
-            values *= np.float32(self._scale)
+            values *= self._scale
         if self._zero != 0.0:
-            values += np.float32(self._zero)
+            values += self._zero
+        values = values.astype(np.float32, copy=False)
         if self._blank is not None:
-            values[np.asarray(stored) == self._blank] = np.nan
+            values[stored == self._blank] = np.nan
         return values
 
     def header(self) -> fits.Header:
@@ -250,11 +254,22 @@ def _metadata(
         date_obs=hk.first_text(values, hk.DATE_KEYS),
         object=hk.first_text(values, ("OBJECT",)),
         instrument=hk.first_text(values, ("INSTRUME",)),
-        bayer_pattern=hk.first_text(values, hk.BAYER_KEYS),
+        bayer_pattern=_bayer_text(values),
+        bayer_x_offset=int(_number_or_note(values, ("XBAYROFF", "BAYOFFX"), problems) or 0),
+        bayer_y_offset=int(_number_or_note(values, ("YBAYROFF", "BAYOFFY"), problems) or 0),
+        row_order=hk.first_text(values, ("ROWORDER",)),
         file_size=stat.st_size,
         file_mtime_ns=stat.st_mtime_ns,
         warnings=tuple(problems),
     )
+
+
+def _bayer_text(values: Mapping[str, Any]) -> str | None:
+    text = hk.first_text(values, hk.BAYER_KEYS)
+    if text is None:
+        return None
+    text = text.upper().replace(" ", "")
+    return text if text in {"RGGB", "BGGR", "GRBG", "GBRG"} else None
 
 
 def _number_or_note(values: Mapping[str, Any], keys: tuple[str, ...], notes: list[str]) -> float | None:

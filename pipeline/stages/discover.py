@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePath
@@ -58,6 +58,18 @@ class FrameGroup:
     temperature: float | None
     night: str | None
     frames: tuple[FrameMetadata, ...]
+    premade: bool = False
+    pinned: bool = False
+
+    @property
+    def bayer_pattern(self) -> str | None:
+        """The CFA pattern card of the group's frames (None for mono)."""
+        return self.frames[0].bayer_pattern
+
+    @property
+    def newest(self) -> str:
+        """The latest DATE-OBS of the group (empty if unknown), for 'newest master wins'."""
+        return max((frame.date_obs or "" for frame in self.frames), default="")
 
     def describe(self) -> str:
         """One line for humans."""
@@ -127,6 +139,12 @@ class NightPlan:
 
 
 # --------------------------------------------------------------------------- classification
+def premade_master(metadata: FrameMetadata) -> bool:
+    """Whether a file is an already-integrated master (IMAGETYP or file name says 'master')."""
+    text = f"{metadata.type_text or ''} {PurePath(metadata.relative_path).name}".lower()
+    return "master" in text
+
+
 def classify(metadata: FrameMetadata) -> tuple[FrameType | None, str]:
     """Decide a frame's type from its header, else from its file and folder names.
 
@@ -285,7 +303,7 @@ def _replace_id(group: FrameGroup, group_id: str) -> FrameGroup:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "none"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "none"
 
 
 def _night_of(date_obs: str | None) -> str | None:
@@ -300,42 +318,84 @@ def _night_of(date_obs: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- matching
 def plan_night(
-    frames: Sequence[FrameMetadata], config: DiscoveryConfig, *, dark_scaling: bool = True
+    frames: Sequence[FrameMetadata],
+    config: DiscoveryConfig,
+    *,
+    dark_scaling: bool = True,
+    library: Sequence[FrameMetadata] = (),
+    pinned: Mapping[FrameType, FrameMetadata] | None = None,
 ) -> NightPlan:
     """Classify, group and match calibration for a whole night.
 
     Parameters
     ----------
     frames
-        Header records of every readable FITS file found.
+        Header records of every readable FITS file found in the night folder.
     config
         Discovery settings (tolerances, extra grouping keywords).
     dark_scaling
         Whether a dark of another exposure may be scaled (requires a usable bias).
+    library
+        Header records from a calibration library folder; only its masters are used.
+    pinned
+        Master files the configuration pins per calibration type; they win every match
+        their geometry allows.
     """
-    classified, skipped, classification = [], [], {}
-    for metadata in frames:
+    classified, skipped, classification, premade = [], [], {}, []
+    for metadata in list(frames) + list(library):
         frame_type, how = classify(metadata)
-        classification[metadata.path] = f"{frame_type.value if frame_type else 'unknown'} ({how})"
+        from_library = metadata in library
+        is_master = premade_master(metadata)
+        label = f"{'master ' if is_master else ''}{frame_type.value if frame_type else 'unknown'}"
+        classification[metadata.path] = f"{label} ({how})"
         if frame_type is None:
             skipped.append(SkippedFile(metadata.path, f"frame type unknown: {how}; set IMAGETYP "
                                        "or put it in a folder named lights/darks/flats/bias"))
-        else:
+        elif is_master and frame_type is FrameType.LIGHT:
+            skipped.append(SkippedFile(metadata.path, "a master light (an output), not a raw frame"))
+        elif is_master:
+            premade.append(_premade_group(metadata, frame_type, pinned=False))
+        elif not from_library:
             classified.append((metadata, frame_type))
+    for frame_type, metadata in (pinned or {}).items():
+        classification[metadata.path] = f"pinned master {frame_type.value} (configuration)"
+        premade.append(_premade_group(metadata, frame_type, pinned=True))
     groups, unusable = group_frames(classified, config)
+    groups = _unique_ids(list(groups) + premade)
     by_type: dict[FrameType, list[FrameGroup]] = defaultdict(list)
     for group in groups:
         by_type[group.frame_type].append(group)
     lights = tuple(
         _plan_light(light, by_type, config, dark_scaling) for light in by_type[FrameType.LIGHT]
     )
-    needed_flats = {plan.flat_group for plan in lights if plan.flat_group}
     flats = tuple(
-        _plan_flat(group, by_type, config)
-        for group in by_type[FrameType.FLAT]
-        if group.group_id in needed_flats
+        _plan_flat(group, by_type, config) for group in by_type[FrameType.FLAT] if not group.premade
     )
     return NightPlan(groups, lights, flats, tuple(skipped) + unusable, classification)
+
+
+def _premade_group(metadata: FrameMetadata, frame_type: FrameType, *, pinned: bool) -> FrameGroup:
+    stem = _safe(PurePath(metadata.path).stem)
+    return FrameGroup(
+        group_id=f"{'PINNED' if pinned else 'PREMADE'}_{frame_type.value.upper()}_{stem}",
+        frame_type=frame_type,
+        filter=metadata.filter,
+        binning=metadata.binning,
+        shape=metadata.shape,
+        exposure=metadata.exposure or 0.0,
+        gain=metadata.gain,
+        offset=metadata.offset,
+        temperature=metadata.temperature,
+        night=_night_of(metadata.date_obs),
+        frames=(metadata,),
+        premade=True,
+        pinned=pinned,
+    )
+
+
+def _preference(group: FrameGroup) -> tuple:
+    """Higher is better: pinned, then pre-made (newest first), then raw groups by frame count."""
+    return (group.pinned, group.premade, group.newest if group.premade else "", len(group.frames))
 
 
 def _geometry_refusal(candidate: FrameGroup, target: FrameGroup) -> str | None:
@@ -368,19 +428,33 @@ def _temperature_refusal(candidate: FrameGroup, target: FrameGroup, tolerance: f
     return None
 
 
-def _choose_bias(target: FrameGroup, biases: list[FrameGroup]) -> tuple[str | None, list]:
+def _choose(
+    role: str, candidates: Iterable[tuple[FrameGroup, str | None]], why_used: str
+) -> tuple[FrameGroup | None, list[CalibrationCandidate]]:
+    """Pick the preferred acceptable candidate; every other one gets its reason."""
     considered, usable = [], []
-    for bias in biases:
-        refusal = _geometry_refusal(bias, target)
+    for group, refusal in candidates:
         if refusal:
-            considered.append(CalibrationCandidate(bias.group_id, "bias", False, refusal))
+            considered.append(CalibrationCandidate(group.group_id, role, False, refusal))
         else:
-            usable.append(bias)
-    chosen = max(usable, key=lambda g: len(g.frames)) if usable else None
-    for bias in usable:
-        used = bias is chosen
-        reason = "matches binning and size" if used else f"another bias ({chosen.group_id}) has more frames"
-        considered.append(CalibrationCandidate(bias.group_id, "bias", used, reason))
+            usable.append(group)
+    chosen = max(usable, key=_preference) if usable else None
+    for group in usable:
+        if group is chosen:
+            reason = why_used + (" (pinned in the configuration)" if group.pinned else
+                                 " (pre-made master)" if group.premade else "")
+            considered.append(CalibrationCandidate(group.group_id, role, True, reason))
+        else:
+            considered.append(CalibrationCandidate(
+                group.group_id, role, False, f"{chosen.group_id} is preferred "
+                "(pinned > pre-made, newest first > most frames)"))
+    return chosen, considered
+
+
+def _choose_bias(target: FrameGroup, biases: list[FrameGroup]) -> tuple[str | None, list]:
+    chosen, considered = _choose(
+        "bias", ((bias, _geometry_refusal(bias, target)) for bias in biases),
+        "matches binning and size")
     return (chosen.group_id if chosen else None), considered
 
 
@@ -412,83 +486,81 @@ def _choose_dark(
     config: DiscoveryConfig,
     dark_scaling: bool,
 ) -> tuple[str | None, bool, list[CalibrationCandidate]]:
-    considered, usable = [], []
+    refused = []
+    fitting = []
     for dark in darks:
         refusal = _geometry_refusal(dark, light) or _temperature_refusal(
-            dark, light, config.temperature_tolerance
-        )
+            dark, light, config.temperature_tolerance)
         if refusal:
-            considered.append(CalibrationCandidate(dark.group_id, "dark", False, refusal))
+            refused.append(CalibrationCandidate(dark.group_id, "dark", False, refusal))
         else:
-            usable.append(dark)
-    if not usable:
-        return None, False, considered
-    nearest = min(usable, key=lambda g: (abs(g.exposure - light.exposure), -g.exposure))
-    exact = abs(nearest.exposure - light.exposure) <= config.light_exposure_tolerance
-    if exact:
-        chosen, scaled = nearest, False
-        reason = f"exposure {nearest.exposure:g} s matches the lights' {light.exposure:g} s"
-    elif dark_scaling and bias is not None:
-        longer = [g for g in usable if g.exposure >= light.exposure]
-        chosen = min(longer, key=lambda g: g.exposure) if longer else nearest
-        scaled = True
-        reason = (f"no dark at {light.exposure:g} s; {chosen.exposure:g} s dark scaled by "
-                  f"{light.exposure / chosen.exposure:.3f} after subtracting bias {bias}")
-    else:
+            fitting.append(dark)
+    tolerance = config.light_exposure_tolerance
+    exact = [(d, _exposure_refusal(d, light.exposure, tolerance, "lights'")) for d in fitting]
+    chosen, notes = _choose("dark", exact, f"exposure matches the lights' {light.exposure:g} s")
+    if chosen is not None or not fitting:
+        return (chosen.group_id if chosen else None), False, refused + notes
+    if not (dark_scaling and bias is not None):
         why = "dark scaling is off" if not dark_scaling else "no usable bias to scale it"
-        for dark in usable:
-            considered.append(CalibrationCandidate(
-                dark.group_id, "dark", False,
-                f"exposure {dark.exposure:g} s differs from {light.exposure:g} s and {why}"))
-        return None, False, considered
-    for dark in usable:
-        if dark is chosen:
-            considered.append(CalibrationCandidate(dark.group_id, "dark", True, reason))
-        else:
-            considered.append(CalibrationCandidate(
-                dark.group_id, "dark", False,
-                f"exposure {dark.exposure:g} s; {chosen.group_id} fits better"))
-    return chosen.group_id, scaled, considered
+        return None, False, refused + [
+            CalibrationCandidate(c.group_id, "dark", False, f"{c.reason} and {why}") for c in notes]
+    longer = [d for d in fitting if d.exposure >= light.exposure]
+    pool = longer or fitting
+    best = min(abs(d.exposure - light.exposure) for d in pool)
+    nearest = [(d, None if abs(d.exposure - light.exposure) == best else
+                f"exposure {d.exposure:g} s; a dark nearer {light.exposure:g} s is preferred")
+               for d in pool]
+    chosen, notes = _choose(
+        "dark", nearest, f"no dark at {light.exposure:g} s; scaled by exposure after subtracting "
+        f"bias {bias}")
+    shorter = [CalibrationCandidate(d.group_id, "dark", False,
+                                    f"exposure {d.exposure:g} s is shorter than the lights'; "
+                                    "a longer dark is scaled down instead")
+               for d in fitting if d not in pool]
+    return chosen.group_id, True, refused + notes + shorter
+
+
+def _exposure_refusal(candidate: FrameGroup, exposure: float, tolerance: float, whose: str) -> str | None:
+    if abs(candidate.exposure - exposure) <= tolerance:
+        return None
+    return f"exposure {candidate.exposure:g} s differs from the {whose} {exposure:g} s"
 
 
 def _choose_flat(light: FrameGroup, flats: list[FrameGroup]) -> tuple[str | None, list]:
-    considered, usable = [], []
-    for flat in flats:
-        refusal = _geometry_refusal(flat, light)
+    def refusal(flat: FrameGroup) -> str | None:
+        problems = []
         if (flat.filter or "").lower() != (light.filter or "").lower():
-            refusal = "; ".join(filter(None, [f"filter {flat.filter!r} differs from {light.filter!r}", refusal]))
-        if refusal:
-            considered.append(CalibrationCandidate(flat.group_id, "flat", False, refusal))
-        else:
-            usable.append(flat)
-    chosen = max(usable, key=lambda g: len(g.frames)) if usable else None
-    for flat in usable:
-        used = flat is chosen
-        reason = "same filter, binning and size" if used else f"{chosen.group_id} has more frames"
-        considered.append(CalibrationCandidate(flat.group_id, "flat", used, reason))
+            problems.append(f"filter {flat.filter!r} differs from {light.filter!r}")
+        if flat.night and light.night and flat.night != light.night:
+            problems.append(f"night {flat.night} differs from {light.night}")
+        geometry = _geometry_refusal(flat, light)
+        return "; ".join(problems + ([geometry] if geometry else [])) or None
+
+    chosen, considered = _choose(
+        "flat", ((flat, refusal(flat)) for flat in flats), "same filter, binning and size")
     return (chosen.group_id if chosen else None), considered
 
 
 def _plan_flat(
     flat: FrameGroup, by_type: dict[FrameType, list[FrameGroup]], config: DiscoveryConfig
 ) -> FlatPlan:
+    """Dark-flats of the flats' exposure first, then darks of that exposure, else the bias."""
+    tolerance = config.light_exposure_tolerance
     considered: list[CalibrationCandidate] = []
-    dark_like = by_type[FrameType.DARK_FLAT] + by_type[FrameType.DARK]
     chosen = None
-    for candidate in dark_like:
-        refusal = _geometry_refusal(candidate, flat)
-        if refusal is None and abs(candidate.exposure - flat.exposure) > config.light_exposure_tolerance:
-            refusal = f"exposure {candidate.exposure:g} s differs from the flats' {flat.exposure:g} s"
-        if refusal is None and chosen is None:
-            chosen = candidate
-            considered.append(CalibrationCandidate(
-                candidate.group_id, "dark_flat", True,
-                f"exposure {candidate.exposure:g} s matches the flats' {flat.exposure:g} s"))
-        elif refusal is None:
-            considered.append(CalibrationCandidate(candidate.group_id, "dark_flat", False,
-                                                   f"{chosen.group_id} preferred"))
-        else:
-            considered.append(CalibrationCandidate(candidate.group_id, "dark_flat", False, refusal))
+    for frame_type in (FrameType.DARK_FLAT, FrameType.DARK):
+        candidates = [
+            (group, _geometry_refusal(group, flat)
+             or _exposure_refusal(group, flat.exposure, tolerance, "flats'"))
+            for group in by_type[frame_type]
+        ]
+        if chosen is not None:
+            considered += [CalibrationCandidate(g.group_id, "dark_flat", False,
+                                                r or f"{chosen.group_id} is a true dark-flat")
+                           for g, r in candidates]
+            continue
+        chosen, notes = _choose("dark_flat", candidates, f"exposure matches the flats' {flat.exposure:g} s")
+        considered += notes
     bias, bias_notes = _choose_bias(flat, by_type[FrameType.BIAS])
     if chosen is not None and bias is not None:
         bias_notes = [

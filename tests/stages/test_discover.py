@@ -87,3 +87,55 @@ def test_scan_skips_output_folder_and_non_fits(tmp_path: Path):
     frames, skipped = scan_night(tmp_path, DiscoveryConfig(), exclude=(tmp_path / "out",))
     assert frames == []
     assert [Path(s.path).name for s in skipped] == ["broken.fits"]
+
+
+def test_premade_master_is_preferred_and_newest_wins():
+    frames = [
+        _meta("l1.fits", "LIGHT", 60.0, "L"),
+        _meta("d1.fits", "Dark Frame", 60.0), _meta("d2.fits", "Dark Frame", 60.0),
+        FrameMetadata(path="/lib/old_master_dark.fits", relative_path="old_master_dark.fits",
+                      type_text="MASTER DARK", exposure=60.0, filter=None, binning=(1, 1),
+                      shape=(100, 120), date_obs="2026-01-01T00:00:00"),
+        FrameMetadata(path="/lib/new_master_dark.fits", relative_path="new_master_dark.fits",
+                      type_text="MASTER DARK", exposure=60.0, filter=None, binning=(1, 1),
+                      shape=(100, 120), date_obs="2026-06-01T00:00:00"),
+    ]
+    (light,) = plan_night(frames, DiscoveryConfig()).lights
+    assert light.dark_group == "PREMADE_DARK_new_master_dark"
+    reasons = {c.group_id: c.reason for c in light.considered if c.role == "dark"}
+    assert "pre-made master" in reasons["PREMADE_DARK_new_master_dark"]
+    assert "is preferred" in reasons["PREMADE_DARK_old_master_dark"]
+
+
+def test_library_masters_are_used_and_pinned_master_wins():
+    night = [_meta("l1.fits", "LIGHT", 60.0, "L"), _meta("d1.fits", "Dark Frame", 60.0)]
+    library = [FrameMetadata(path="/lib/MasterFlat_L.fits", relative_path="MasterFlat_L.fits",
+                             type_text="Flat Field", exposure=2.0, filter="L", binning=(1, 1),
+                             shape=(100, 120))]
+    (light,) = plan_night(night, DiscoveryConfig(), library=library).lights
+    assert light.flat_group == "PREMADE_FLAT_MasterFlat_L"
+    pinned = FrameMetadata(path="/pins/dark.fits", relative_path="dark.fits", type_text="Dark",
+                           exposure=60.0, filter=None, binning=(1, 1), shape=(100, 120))
+    (light,) = plan_night(night, DiscoveryConfig(), pinned={FrameType.DARK: pinned}).lights
+    assert light.dark_group == "PINNED_DARK_dark"
+
+
+def test_master_light_in_the_night_folder_is_skipped():
+    frames = [_meta("l1.fits", "LIGHT", 60.0, "L"), _meta("out/master_light_L.fits", "MASTER LIGHT")]
+    plan = plan_night(frames, DiscoveryConfig())
+    assert [s.reason for s in plan.skipped] == ["a master light (an output), not a raw frame"]
+
+
+def test_flats_are_matched_per_night_when_night_is_a_group_keyword():
+    def frame(name, kind, exposure, filt, date):
+        return FrameMetadata(path="/n/" + name, relative_path=name, type_text=kind, exposure=exposure,
+                             filter=filt, binning=(1, 1), shape=(100, 120), date_obs=date)
+
+    frames = [frame("l1.fits", "LIGHT", 60.0, "L", "2026-11-02T22:00:00"),
+              frame("f1.fits", "Flat Field", 2.0, "L", "2026-11-01T18:00:00"),
+              frame("f2.fits", "Flat Field", 2.0, "L", "2026-11-02T18:00:00")]
+    config = DiscoveryConfig(group_keywords=("night",))
+    (light,) = plan_night(frames, config).lights
+    assert light.flat_group.endswith("2026-11-02")
+    refused = [c for c in light.considered if c.role == "flat" and not c.used]
+    assert "night 2026-11-01 differs from 2026-11-02" in refused[0].reason
