@@ -3,9 +3,26 @@
 >>> from sample_data import generate_night, load_truth
 >>> truth = generate_night("sample_night")          # doctest: +SKIP
 >>> truth.lights("L")[0].sky_to_sensor               # doctest: +SKIP
+
+A one-shot-colour (Bayer CFA) night:
+
+>>> from sample_data import generate_color_night
+>>> color = generate_color_night("osc_night")       # doctest: +SKIP
+>>> color.star_channel_flux_adu(0)                   # doctest: +SKIP
 """
 
+from sample_data.color import generate_color_night
+from sample_data.color_truth import ColorLightTruth, ColorNightTruth, load_color_truth
 from sample_data.night import generate_night
 from sample_data.truth import LightTruth, NightTruth, load_truth
 
-__all__ = ["LightTruth", "NightTruth", "generate_night", "load_truth"]
+__all__ = [
+    "ColorLightTruth",
+    "ColorNightTruth",
+    "LightTruth",
+    "NightTruth",
+    "generate_color_night",
+    "generate_night",
+    "load_color_truth",
+    "load_truth",
+]
