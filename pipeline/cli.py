@@ -30,14 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linearlink",
-        description="Calibrate, register and integrate a night of raw FITS frames into linear masters.",
+        description=(
+            "Calibrate, register and integrate a night of raw FITS frames into linear masters."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"linearlink {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="process a night folder into masters and previews")
     _night_options(run)
-    run.add_argument("-o", "--output", type=Path, help="output folder (default: ./<night>_linearlink)")
+    run.add_argument(
+        "-o", "--output", type=Path, help="output folder (default: ./<night>_linearlink)"
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="show groups, calibration choices and cache status")
@@ -60,9 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     stretch.add_argument("--unlinked", action="store_true", help="stretch each channel on its own")
     stretch.set_defaults(handler=_stretch)
 
-    sample = commands.add_parser("sample", help="write the synthetic sample night with ground truth")
+    sample = commands.add_parser(
+        "sample", help="write the synthetic sample night with ground truth"
+    )
     sample.add_argument("outdir", type=Path)
     sample.add_argument("--seed", type=int, default=20261126)
+    sample.add_argument(
+        "--color",
+        action="store_true",
+        help="a one-shot-colour (Bayer RGGB) night instead of the mono one",
+    )
     sample.set_defaults(handler=_sample)
     return parser
 
@@ -70,8 +81,14 @@ def _parser() -> argparse.ArgumentParser:
 def _night_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("night", type=Path, help="folder with the night's raw FITS frames")
     parser.add_argument("-c", "--config", type=Path, help="YAML configuration file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
 
 
 def _output_for(args: argparse.Namespace) -> Path:
@@ -82,7 +99,9 @@ def _output_for(args: argparse.Namespace) -> Path:
 
 def _check_night(night: Path) -> None:
     if not night.is_dir():
-        raise LinearLinkError(f"{night}: not a folder; give the folder holding the night's FITS files")
+        raise LinearLinkError(
+            f"{night}: not a folder; give the folder holding the night's FITS files"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -102,7 +121,10 @@ def _print_summary(manifest: dict, seconds: float) -> None:
     print("stages (computed / reused, seconds):")
     for stage, entry in manifest["stages"].items():
         if entry["computed"] or entry["reused"]:
-            print(f"  {stage:<17} {entry['computed']:>4} / {entry['reused']:<4} {entry['seconds']:8.2f}")
+            print(
+                f"  {stage:<17} {entry['computed']:>4} / {entry['reused']:<4} "
+                f"{entry['seconds']:8.2f}"
+            )
     excluded = [frame for frame in manifest["frames"] if frame.get("excluded")]
     for frame in excluded:
         print(f"excluded {frame['path']}: {frame['excluded']}")
@@ -135,25 +157,34 @@ def _plan_text(description: dict) -> str:
     lines = ["Groups:"]
     for group in description["groups"]:
         filt = f" filter {group['filter']}" if group["filter"] else ""
-        lines.append(f"  {group['id']}: {group['frames']} {group['type']}{filt}, {group['exposure']:g} s")
+        lines.append(
+            f"  {group['id']}: {group['frames']} {group['type']}{filt}, {group['exposure']:g} s"
+        )
     lines.append("Calibration:")
     for entry in description["calibration_plan"]:
         lines.append(f"  {entry['light_group']}:")
         for candidate in entry["considered"]:
-            lines.append(f"    {_verdict(candidate)} {candidate['role']:<9} {candidate['group_id']}: "
-                         f"{candidate['reason']}")
+            lines.append(
+                f"    {_verdict(candidate)} {candidate['role']:<9} {candidate['group_id']}: "
+                f"{candidate['reason']}"
+            )
         flat = entry["flat_calibration"]
         if flat:
             for candidate in flat["considered"]:
-                lines.append(f"    flat: {_verdict(candidate)} {candidate['role']:<9} "
-                             f"{candidate['group_id']}: {candidate['reason']}")
+                lines.append(
+                    f"    flat: {_verdict(candidate)} {candidate['role']:<9} "
+                    f"{candidate['group_id']}: {candidate['reason']}"
+                )
     if description["skipped"]:
         lines.append("Skipped files:")
         lines += [f"  {s['path']}: {s['reason']}" for s in description["skipped"]]
     lines.append("Stage cache (cached / to compute / depends on earlier results):")
     for stage, counts in description["cache"].items():
         if any(counts.values()):
-            lines.append(f"  {stage:<17} {counts['cached']:>4} / {counts['to_compute']:>4} / {counts['unknown']:>4}")
+            lines.append(
+                f"  {stage:<17} {counts['cached']:>4} / {counts['to_compute']:>4} / "
+                f"{counts['unknown']:>4}"
+            )
     return "\n".join(lines)
 
 
@@ -188,12 +219,15 @@ def _stretch(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sample_data import generate_night
+    from sample_data import generate_color_night, generate_night
 
     started = time.perf_counter()
-    generate_night(args.outdir, rng=np.random.default_rng(args.seed), seed=args.seed)
-    print(f"wrote the sample night to {args.outdir} in {time.perf_counter() - started:.1f} s "
-          f"(ground truth in {args.outdir / 'truth'})")
+    generate = generate_color_night if args.color else generate_night
+    generate(args.outdir, rng=np.random.default_rng(args.seed))
+    print(
+        f"wrote the sample night to {args.outdir} in {time.perf_counter() - started:.1f} s "
+        f"(ground truth in {args.outdir / 'truth'})"
+    )
     return 0
 
 

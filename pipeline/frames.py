@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = ["FrameMetadata", "FrameType", "SkippedFile"]
 
 
-class FrameType(str, Enum):
+class FrameType(StrEnum):
     """What a raw frame is."""
 
     LIGHT = "light"

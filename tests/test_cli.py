@@ -33,7 +33,9 @@ def test_schema_prints_json(capsys):
 
 def test_bad_config_is_refused_before_any_work(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("integration: {weighting: psf}\nengine: {workers: 0}\npreview: {linked: maybe}\n")
+    bad.write_text(
+        "integration: {weighting: psf}\nengine: {workers: 0}\npreview: {linked: maybe}\n"
+    )
     night = tmp_path / "night"
     night.mkdir()
     assert main(["run", str(night), "-c", str(bad), "-o", str(tmp_path / "out")]) == 1

@@ -69,7 +69,9 @@ def apply_overrides(
     for item in overrides:
         dotted, sep, text = item.partition("=")
         if not sep or not dotted.strip():
-            problems.append(f"--set {item!r}: expected section.key=value, e.g. integration.rejection.low=3")
+            problems.append(
+                f"--set {item!r}: expected section.key=value, e.g. integration.rejection.low=3"
+            )
             continue
         node, default = result, defaults
         keys = dotted.strip().split(".")
@@ -132,8 +134,10 @@ def _describe_error(error: Mapping[str, Any]) -> str:
         message = f"unknown key; allowed keys here: {', '.join(allowed)}"
         return f"{dotted}: {message}"
     if error["type"] == "union_tag_not_found":
-        return (f"{dotted}: no 'method' given; add one of: "
-                "'none', 'sigma_clip', 'winsorized_sigma', 'minmax'")
+        return (
+            f"{dotted}: no 'method' given; add one of: "
+            "'none', 'sigma_clip', 'winsorized_sigma', 'minmax'"
+        )
     if error["type"] == "union_tag_invalid":
         message = f"unknown method; allowed: {error['ctx']['expected_tags']}"
         value = error["ctx"].get("tag", value)

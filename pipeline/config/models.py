@@ -93,7 +93,8 @@ class DiscoveryConfig(_Section):
         10.0, ge=0, description="Darks whose exposures differ by at most this (s) share a group."
     )
     group_keywords: tuple[Literal["gain", "offset", "temperature", "night"], ...] = Field(
-        (), description="Extra header properties that split groups (gain, offset, temperature, night)."
+        (),
+        description="Extra header properties that split groups (gain, offset, temperature, night).",
     )
     temperature_tolerance: float = Field(
         2.0, ge=0, description="Sensor temperatures within this (deg C) count as equal."
@@ -144,7 +145,7 @@ class CalibrationConfig(_Section):
     )
     dark_optimization: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Per-sub dark scale minimising noise; auto: only where the dark is scaled anyway.",
+        description="Per-sub dark scale minimising noise; auto: only where the dark is scaled.",
     )
     cosmetic_correction: CosmeticCorrectionConfig = Field(default_factory=CosmeticCorrectionConfig)
     flat_min: float = Field(
@@ -199,7 +200,8 @@ class NormalizationConfig(_Section):
     """Global normalization of registered subs before rejection and averaging."""
 
     method: Literal["additive_scaling", "additive", "multiplicative", "none"] = Field(
-        "additive_scaling", description="How each sub's level and scale are matched to the reference."
+        "additive_scaling",
+        description="How each sub's level and scale are matched to the reference.",
     )
 
 

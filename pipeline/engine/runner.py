@@ -2,10 +2,9 @@
 
 Graph shape per light group::
 
-    master bias / dark / dark-flat ─┐
-    master flat (after dark-flat) ──┼─> calibrate+measure (per sub) ─> reference ─> register (per sub)
-                                    └────────────────────────────────────────────────────┘
-    register (all subs) ─> integrate ─> preview
+    masters (bias, dark, dark-flat, then flat) + defect map
+        └─> calibrate+measure (per sub) ─> reference ─> register (per sub)
+                                                            └─> integrate ─> preview
 
 Tasks move file paths and small records, never arrays.
 """
@@ -17,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,27 @@ from pipeline.config.models import PipelineConfig
 from pipeline.engine import tasks
 from pipeline.engine.scan import scan_night
 from pipeline.engine.store import Store, write_json_atomic
-from pipeline.errors import LinearLinkError
+from pipeline.errors import ConfigError, FrameReadError, LinearLinkError
 from pipeline.frames import FrameType
+from pipeline.io.fits import read_metadata
 from pipeline.provenance import keys
+from pipeline.stages import calibrate
 from pipeline.stages.discover import FrameGroup, LightPlan, NightPlan, plan_night
 from pipeline.stages.register import reference_score
 
 __all__ = ["Pipeline", "RunSummary", "STAGES"]
 
 STAGES = (
-    "master_bias", "master_dark", "master_dark_flat", "master_flat",
-    "calibrate", "measure", "register", "integrate", "preview",
+    "master_bias",
+    "master_dark",
+    "master_dark_flat",
+    "master_flat",
+    "defects",
+    "calibrate",
+    "measure",
+    "register",
+    "integrate",
+    "preview",
 )
 Record = dict[str, Any]
 
@@ -56,8 +65,9 @@ class RunSummary:
 class Pipeline:
     """Runs LinearLink on one night folder into one output folder."""
 
-    def __init__(self, config: PipelineConfig, outdir: str | Path,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, config: PipelineConfig, outdir: str | Path, log: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
         self.outdir = Path(outdir).resolve()
         self.store = Store(self.outdir)
@@ -66,10 +76,34 @@ class Pipeline:
     # ------------------------------------------------------------------ discovery
     def discover(self, night: str | Path) -> NightPlan:
         """Scan the night folder's headers and decide groups and calibration."""
+        calibration = self.config.calibration
         frames, unreadable = scan_night(night, self.config.discovery, exclude=(self.outdir,))
-        plan = plan_night(frames, self.config.discovery, dark_scaling=self.config.calibration.dark_scaling)
-        return NightPlan(plan.groups, plan.lights, plan.flats,
-                         tuple(unreadable) + plan.skipped, plan.classification)
+        library: list = []
+        if calibration.library:
+            folder = Path(calibration.library).expanduser()
+            if not folder.is_dir():
+                raise ConfigError(
+                    [
+                        f"calibration.library: {str(folder)!r} is not a folder; "
+                        "fix the path or remove the setting"
+                    ]
+                )
+            library, unreadable_library = scan_night(folder, self.config.discovery)
+            unreadable += unreadable_library
+        plan = plan_night(
+            frames,
+            self.config.discovery,
+            dark_scaling=calibration.dark_scaling,
+            library=library,
+            pinned=_pinned_masters(calibration),
+        )
+        return NightPlan(
+            plan.groups,
+            plan.lights,
+            plan.flats,
+            tuple(unreadable) + plan.skipped,
+            plan.classification,
+        )
 
     def plan(self, night: str | Path) -> dict[str, Any]:
         """Describe what a run would do and which stage results are already cached."""
@@ -81,77 +115,93 @@ class Pipeline:
     # ------------------------------------------------------------------ run
     def run(self, night: str | Path) -> RunSummary:
         """Execute the whole graph and write ``run.json``; returns the summary."""
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         clock = time.perf_counter()
         night = Path(night).resolve()
         plan = self.discover(night)
-        self.log(f"found {sum(len(g.frames) for g in plan.groups)} frames in "
-                 f"{len(plan.groups)} groups; {len(plan.skipped)} files skipped")
+        self.log(
+            f"found {sum(len(g.frames) for g in plan.groups)} frames in "
+            f"{len(plan.groups)} groups; {len(plan.skipped)} files skipped"
+        )
         graph = self._graph(plan)
         with dask.config.set(scheduler=self.config.engine.scheduler):
             (results,) = dask.compute(graph, num_workers=self.config.engine.workers)
         published = self._publish(plan, results)
-        manifest = self._manifest(night, plan, results, published, started, time.perf_counter() - clock)
+        manifest = self._manifest(
+            night, plan, results, published, started, time.perf_counter() - clock
+        )
         path = self.outdir / "run.json"
         write_json_atomic(path, manifest)
         return RunSummary(manifest, path, _exit_code(manifest))
 
     def _graph(self, plan: NightPlan) -> dict[str, Any]:
-        masters: dict[str, Any] = {}
-        groups: dict[str, Any] = {}
-        for light_plan in plan.lights:
-            calibration = self._calibration_nodes(plan, light_plan, masters)
-            groups[light_plan.light_group] = self._group_nodes(plan, light_plan, calibration)
-        return {"masters": masters, "groups": groups}
+        store, config = self.store, self.config
 
-    def _master_node(self, plan: NightPlan, kind: str, group_id: str | None,
-                     masters: dict[str, Any], subtract: Any = None) -> Any:
-        if group_id is None:
-            return None
-        if group_id not in masters:
-            masters[group_id] = delayed(tasks.master_frame, pure=True)(
-                self.store, kind, plan.group(group_id), self.config, subtract=subtract,
-                dask_key_name=f"master-{group_id}",
+        def make_master(kind: str, group: FrameGroup, subtract: Any, pattern: str | None) -> Any:
+            return delayed(tasks.master_frame, pure=True)(
+                store,
+                kind,
+                group,
+                config,
+                subtract=subtract,
+                pattern=pattern,
+                dask_key_name=f"master-{group.group_id}",
             )
-        return masters[group_id]
 
-    def _calibration_nodes(self, plan: NightPlan, light_plan: LightPlan,
-                           masters: dict[str, Any]) -> dict[str, Any]:
-        bias = self._master_node(plan, "bias", light_plan.bias_group, masters)
-        dark = self._master_node(plan, "dark", light_plan.dark_group, masters)
-        flat = None
-        if light_plan.flat_group:
-            flat_plan = plan.flat_plan(light_plan.flat_group)
-            if flat_plan.dark_flat_group:
-                kind = "dark_flat" if plan.group(flat_plan.dark_flat_group).frame_type is FrameType.DARK_FLAT else "dark"
-                subtract = self._master_node(plan, kind, flat_plan.dark_flat_group, masters)
-            else:
-                subtract = self._master_node(plan, "bias", flat_plan.bias_group, masters)
-            flat = self._master_node(plan, "flat", light_plan.flat_group, masters, subtract)
-        return {"bias": bias, "dark": dark, "flat": flat}
+        def make_defects(dark: Any, group_id: str, pattern: str | None) -> Any:
+            return delayed(tasks.defect_map, pure=True)(
+                store, dark, config, pattern, dask_key_name=f"defects-{group_id}"
+            )
 
-    def _group_nodes(self, plan: NightPlan, light_plan: LightPlan, calibration: dict) -> dict[str, Any]:
+        wiring = CalibrationWiring(plan, config, make_master, make_defects)
+        wiring.all_masters()
+        groups = {
+            lp.light_group: self._group_nodes(plan, lp, wiring.light(lp)) for lp in plan.lights
+        }
+        return {"masters": wiring.nodes, "defects": wiring.defect_nodes, "groups": groups}
+
+    def _group_nodes(
+        self, plan: NightPlan, light_plan: LightPlan, calibration: tasks.LightCalibration
+    ) -> dict[str, Any]:
         group = plan.group(light_plan.light_group)
-        dark_exposure = plan.group(light_plan.dark_group).exposure if light_plan.dark_scaled else None
-        lights = []
-        for index, frame in enumerate(group.frames):
-            scale = (frame.exposure or 0.0) / dark_exposure if dark_exposure else None
-            lights.append(delayed(tasks.calibrate_and_measure, pure=True)(
-                self.store, frame, calibration, scale, self.config,
-                dask_key_name=f"calibrate-{group.group_id}-{index}"))
+        lights = [
+            delayed(_calibrate_light, pure=True)(
+                self.store,
+                frame,
+                calibration.masters,
+                calibration.dark_exposure,
+                calibration.optimize_dark,
+                calibration.pattern,
+                self.config,
+                dask_key_name=f"calibrate-{group.group_id}-{index}",
+            )
+            for index, frame in enumerate(group.frames)
+        ]
         reference = delayed(select_reference, pure=True)(
-            lights, self.config.registration.reference, dask_key_name=f"reference-{group.group_id}")
+            lights, self.config.registration.reference, dask_key_name=f"reference-{group.group_id}"
+        )
         registered = [
             delayed(tasks.register_frame, pure=True)(
-                self.store, light, reference, group.shape, self.config,
-                dask_key_name=f"register-{group.group_id}-{index}")
+                self.store,
+                light,
+                reference,
+                self.config,
+                dask_key_name=f"register-{group.group_id}-{index}",
+            )
             for index, light in enumerate(lights)
         ]
         master = delayed(_integrate_or_fail, pure=True)(
-            self.store, group, registered, reference, calibration, self.config,
-            dask_key_name=f"integrate-{group.group_id}")
+            self.store,
+            group,
+            registered,
+            reference,
+            calibration.masters,
+            self.config,
+            dask_key_name=f"integrate-{group.group_id}",
+        )
         shown = delayed(_preview_or_skip, pure=True)(
-            self.store, master, self.config, dask_key_name=f"preview-{group.group_id}")
+            self.store, master, self.config, dask_key_name=f"preview-{group.group_id}"
+        )
         return {"lights": registered, "reference": reference, "integrate": master, "preview": shown}
 
     # ------------------------------------------------------------------ publishing
@@ -162,6 +212,18 @@ class Pipeline:
             target = self.outdir / "masters" / "calibration" / f"master_{kind}_{group_id}.fits"
             _link(self.store.absolute(record["outputs"]["master"]), target)
             published["calibration"].append({"group": group_id, "kind": kind, "path": str(target)})
+        for group_id, record in results["defects"].items():
+            target = self.outdir / "masters" / "calibration" / f"defects_{group_id}.fits"
+            _link(self.store.absolute(record["outputs"]["master"]), target)
+            published["calibration"].append(
+                {
+                    "group": group_id,
+                    "kind": "defects",
+                    "path": str(target),
+                    "hot": record["result"]["hot"],
+                    "cold": record["result"]["cold"],
+                }
+            )
         for group_id, nodes in results["groups"].items():
             master = nodes["integrate"]
             if "failed" in master:
@@ -169,8 +231,13 @@ class Pipeline:
             group = plan.group(group_id)
             target = self.outdir / "masters" / f"master_light_{group_id}.fits"
             _link(self.store.absolute(master["outputs"]["master"]), target)
-            entry = {"group": group_id, "filter": group.filter, "path": str(target),
-                     "ncombine": master["result"]["ncombine"], "preview": None}
+            entry = {
+                "group": group_id,
+                "filter": group.filter,
+                "path": str(target),
+                "ncombine": master["result"]["ncombine"],
+                "preview": None,
+            }
             preview = nodes["preview"]
             if preview and "outputs" in preview:
                 png = self.outdir / "previews" / f"master_light_{group_id}.png"
@@ -180,8 +247,15 @@ class Pipeline:
         return published
 
     # ------------------------------------------------------------------ manifest
-    def _manifest(self, night: Path, plan: NightPlan, results: dict[str, Any],
-                  published: dict[str, Any], started: datetime, seconds: float) -> dict[str, Any]:
+    def _manifest(
+        self,
+        night: Path,
+        plan: NightPlan,
+        results: dict[str, Any],
+        published: dict[str, Any],
+        started: datetime,
+        seconds: float,
+    ) -> dict[str, Any]:
         description = describe_plan(plan)
         records = _all_records(results)
         return {
@@ -205,13 +279,32 @@ class Pipeline:
 
     def _cache_status(self, plan: NightPlan) -> dict[str, dict[str, int]]:
         status = {stage: {"cached": 0, "to_compute": 0, "unknown": 0} for stage in STAGES}
-        planner = _CachePlanner(self.store, self.config, plan, status)
-        for light_plan in plan.lights:
-            planner.light_group(light_plan)
+        _CachePlanner(self.store, self.config, plan, status).run()
         return status
 
 
 # ---------------------------------------------------------------------- graph helpers
+def _pinned_masters(calibration) -> dict[FrameType, Any]:
+    """Header records of the master files the configuration pins, checked to exist."""
+    pinned, problems = {}, []
+    for kind, frame_type in (
+        ("bias", FrameType.BIAS),
+        ("dark", FrameType.DARK),
+        ("flat", FrameType.FLAT),
+        ("dark_flat", FrameType.DARK_FLAT),
+    ):
+        path = getattr(calibration.masters, kind)
+        if path is None:
+            continue
+        try:
+            pinned[frame_type] = read_metadata(Path(path).expanduser())
+        except FrameReadError as exc:
+            problems.append(f"calibration.masters.{kind}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return pinned
+
+
 def select_reference(lights: list[Record], requested: str) -> Record:
     """The reference sub: the named file, else the best-scoring measured sub."""
     usable = [light for light in lights if "excluded" not in light]
@@ -224,16 +317,20 @@ def select_reference(lights: list[Record], requested: str) -> Record:
         names = ", ".join(Path(light["frame"]).name for light in usable)
         raise LinearLinkError(
             f"registration.reference: {requested!r} is not a usable light of this group; "
-            f"choose one of: {names}, or 'auto'")
+            f"choose one of: {names}, or 'auto'"
+        )
     return max(usable, key=lambda light: reference_score(light["measure"]["result"]["metrics"]))
 
 
-def _integrate_or_fail(store, group: FrameGroup, registered, reference, calibration, config) -> Record:
+def _integrate_or_fail(
+    store, group: FrameGroup, registered, reference, calibration, config
+) -> Record:
     subs = [sub for sub in registered if "excluded" not in sub]
     excluded = [sub for sub in registered if "excluded" in sub]
     try:
-        return tasks.integrate_group(store, group, subs, reference["frame"], calibration, config,
-                                     excluded=excluded)
+        return tasks.integrate_group(
+            store, group, subs, reference["frame"], calibration, config, excluded=excluded
+        )
     except LinearLinkError as exc:
         return {"failed": str(exc), "group": group.group_id}
 
@@ -256,9 +353,13 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _exit_code(manifest: dict[str, Any]) -> int:
+    """0 all light groups integrated (or a calibration-only night built its masters),
+    2 some light groups failed, 1 nothing was produced."""
     expected = len(manifest["integration"])
     written = len(manifest["masters"])
-    if expected and written == expected:
+    if expected == 0:
+        return 0 if manifest["calibration_masters"] else 1
+    if written == expected:
         return 0
     return 2 if written else 1
 
@@ -269,16 +370,28 @@ def describe_plan(plan: NightPlan) -> dict[str, Any]:
     group_of = {frame.path: group.group_id for group in plan.groups for frame in group.frames}
     return {
         "groups": [
-            {"id": g.group_id, "type": g.frame_type.value, "filter": g.filter, "exposure": g.exposure,
-             "binning": list(g.binning), "size": [g.shape[-1], g.shape[-2]],
-             "frames": len(g.frames), "temperature": g.temperature}
+            {
+                "id": g.group_id,
+                "type": g.frame_type.value,
+                "filter": g.filter,
+                "exposure": g.exposure,
+                "binning": list(g.binning),
+                "size": [g.shape[-1], g.shape[-2]],
+                "frames": len(g.frames),
+                "temperature": g.temperature,
+            }
             for g in plan.groups
         ],
         "calibration_plan": [
-            {"light_group": lp.light_group, "bias": lp.bias_group, "dark": lp.dark_group,
-             "dark_scaled": lp.dark_scaled, "flat": lp.flat_group,
-             "flat_calibration": _flat_description(plan, lp.flat_group),
-             "considered": [vars(c) for c in lp.considered]}
+            {
+                "light_group": lp.light_group,
+                "bias": lp.bias_group,
+                "dark": lp.dark_group,
+                "dark_scaled": lp.dark_scaled,
+                "flat": lp.flat_group,
+                "flat_calibration": _flat_description(plan, lp.flat_group),
+                "considered": [vars(c) for c in lp.considered],
+            }
             for lp in plan.lights
         ],
         "inputs": [
@@ -293,15 +406,20 @@ def _flat_description(plan: NightPlan, flat_group: str | None) -> dict[str, Any]
     if flat_group is None:
         return None
     flat_plan = plan.flat_plan(flat_group)
-    return {"dark_flat": flat_plan.dark_flat_group, "bias": flat_plan.bias_group,
-            "considered": [vars(c) for c in flat_plan.considered]}
+    return {
+        "dark_flat": flat_plan.dark_flat_group,
+        "bias": flat_plan.bias_group,
+        "considered": [vars(c) for c in flat_plan.considered],
+    }
 
 
 def _all_records(results: dict[str, Any]) -> list[Record]:
-    records = list(results["masters"].values())
+    records = list(results["masters"].values()) + list(results["defects"].values())
     for nodes in results["groups"].values():
         for light in nodes["lights"]:
-            records += [light[stage] for stage in ("calibrate", "measure", "register") if stage in light]
+            records += [
+                light[stage] for stage in ("calibrate", "measure", "register") if stage in light
+            ]
         for stage in ("integrate", "preview"):
             if nodes[stage] and "stage" in nodes[stage]:
                 records.append(nodes[stage])
@@ -317,7 +435,9 @@ def _stage_report(records: list[Record]) -> dict[str, dict[str, Any]]:
         seen.add((record["stage"], record["key"]))
         entry = report[record["stage"]]
         entry["reused" if record["reused"] else "computed"] += 1
-        entry["seconds"] = round(entry["seconds"] + (0.0 if record["reused"] else record["seconds"]), 4)
+        entry["seconds"] = round(
+            entry["seconds"] + (0.0 if record["reused"] else record["seconds"]), 4
+        )
     return report
 
 
@@ -328,11 +448,17 @@ def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
         used = integration.get("frames", [])
         for light in nodes["lights"]:
             report: dict[str, Any] = {"path": light["frame"], "group": group_id}
+            if "calibrate" in light:
+                notes = dict(light["calibrate"]["result"])
+                notes.pop("shape", None)
+                report["calibration"] = notes
             if "measure" in light:
                 report["metrics"] = light["measure"]["result"]["metrics"]
             if "register" in light:
                 result = light["register"]["result"]
-                report["registration"] = {k: result[k] for k in ("matrix", "matched", "rms", "coverage")}
+                report["registration"] = {
+                    k: result[k] for k in ("matrix", "matched", "rms", "coverage")
+                }
             if light["frame"] in used:
                 index = used.index(light["frame"])
                 report["weight"] = integration["weights"][index]
@@ -348,8 +474,11 @@ def _integration_report(nodes: dict[str, Any]) -> dict[str, Any]:
     master = nodes["integrate"]
     if "failed" in master:
         return {"failed": master["failed"]}
-    return {"ncombine": master["result"]["ncombine"], "reference": master["result"]["reference"],
-            "key": master["key"]}
+    return {
+        "ncombine": master["result"]["ncombine"],
+        "reference": master["result"]["reference"],
+        "key": master["key"],
+    }
 
 
 class _CachePlanner:
@@ -357,7 +486,7 @@ class _CachePlanner:
 
     def __init__(self, store: Store, config: PipelineConfig, plan: NightPlan, status: dict) -> None:
         self.store, self.config, self.plan, self.status = store, config, plan, status
-        self.master_keys: dict[str, str] = {}
+        self.wiring = CalibrationWiring(plan, config, self._master, self._defects)
 
     def _mark(self, stage: str, key: str | None) -> bool:
         if key is None:
@@ -367,48 +496,135 @@ class _CachePlanner:
         self.status[stage]["cached" if hit else "to_compute"] += 1
         return hit
 
-    def master(self, kind: str, group_id: str | None, subtract_key: str | None = None) -> str | None:
-        if group_id is None:
-            return None
-        if group_id not in self.master_keys:
-            key = tasks.master_key(kind, self.plan.group(group_id), self.config, subtract_key)
-            self.master_keys[group_id] = key
-            self._mark(f"master_{kind}", key)
-        return self.master_keys[group_id]
+    def _master(self, kind: str, group: FrameGroup, subtract: Any, pattern: str | None) -> Record:
+        key = tasks.master_key(
+            kind, group, self.config, subtract["key"] if subtract else None, pattern
+        )
+        self._mark(f"master_{kind}", key)
+        return {"key": key}
 
-    def light_group(self, light_plan: LightPlan) -> None:
-        master_keys = {"bias": self.master("bias", light_plan.bias_group),
-                       "dark": self.master("dark", light_plan.dark_group), "flat": None}
-        if light_plan.flat_group:
-            flat_plan = self.plan.flat_plan(light_plan.flat_group)
-            sub_group = flat_plan.dark_flat_group or flat_plan.bias_group
-            kind = "bias" if flat_plan.dark_flat_group is None else (
-                "dark_flat" if self.plan.group(sub_group).frame_type is FrameType.DARK_FLAT else "dark")
-            master_keys["flat"] = self.master("flat", light_plan.flat_group, self.master(kind, sub_group))
+    def _defects(self, dark: Record, group_id: str, pattern: str | None) -> Record:
+        key = tasks.defects_key(dark, self.config, pattern)
+        self._mark("defects", key)
+        return {"key": key}
+
+    def run(self) -> None:
+        self.wiring.all_masters()
+        for light_plan in self.plan.lights:
+            self.light_group(light_plan, self.wiring.light(light_plan))
+
+    def light_group(self, light_plan: LightPlan, calibration: tasks.LightCalibration) -> None:
         group = self.plan.group(light_plan.light_group)
-        dark_exposure = self.plan.group(light_plan.dark_group).exposure if light_plan.dark_scaled else None
         measured = []
         for frame in group.frames:
-            scale = (frame.exposure or 0.0) / dark_exposure if dark_exposure else None
-            cal_key, meas_key = tasks.light_keys(frame, master_keys, scale, self.config)
+            cal_key, meas_key = tasks.light_keys(frame, calibration, self.config)
             self._mark("calibrate", cal_key)
-            record = self.store.lookup("measure", meas_key) if self._mark("measure", meas_key) else None
+            record = (
+                self.store.lookup("measure", meas_key) if self._mark("measure", meas_key) else None
+            )
             measured.append((frame, meas_key, record))
         self._downstream(group, measured)
 
     def _downstream(self, group: FrameGroup, measured: list) -> None:
         if any(record is None for _, _, record in measured):
-            for stage in ("register",):
-                self.status[stage]["unknown"] += len(measured)
+            self.status["register"]["unknown"] += len(measured)
             self.status["integrate"]["unknown"] += 1
             self.status["preview"]["unknown"] += 1
             return
         lights = [{"frame": f.path, "measure": r} for f, _, r in measured]
         reference = select_reference(lights, self.config.registration.reference)
-        register_keys = [tasks.register_key(key, reference["measure"]["key"], self.config)
-                         for _, key, _ in measured]
+        register_keys = [
+            tasks.register_key(key, reference["measure"]["key"], self.config)
+            for _, key, _ in measured
+        ]
         for key in register_keys:
             self._mark("register", key)
         integration = tasks.integration_key(group.group_id, register_keys, self.config)
         self._mark("integrate", integration)
         self._mark("preview", tasks.preview_key(integration, self.config))
+
+
+_KIND = {
+    FrameType.BIAS: "bias",
+    FrameType.DARK: "dark",
+    FrameType.FLAT: "flat",
+    FrameType.DARK_FLAT: "dark_flat",
+}
+
+
+class CalibrationWiring:
+    """Which master stands for each calibration group, and how each light group is calibrated.
+
+    Shared by the run (nodes are dask delayed tasks) and the plan (nodes are cache keys), so
+    both follow exactly the same decisions. Every calibration group of the night gets its
+    master, used by a light group or not (as WBPP does, for a calibration library).
+    """
+
+    def __init__(
+        self,
+        plan: NightPlan,
+        config: PipelineConfig,
+        make_master: Callable[..., Any],
+        make_defects: Callable[..., Any],
+    ) -> None:
+        self.plan, self.config = plan, config
+        self.make_master, self.make_defects = make_master, make_defects
+        self.nodes: dict[str, Any] = {}
+        self.defect_nodes: dict[str, Any] = {}
+
+    def pattern(self, group: FrameGroup) -> str | None:
+        """The CFA pattern of a group's frames."""
+        return calibrate.resolve_pattern(group.frames[0], self.config.debayer)
+
+    def master(self, group_id: str | None) -> Any:
+        """The node of a calibration group's master (built once)."""
+        if group_id is None:
+            return None
+        if group_id not in self.nodes:
+            group = self.plan.group(group_id)
+            kind = _KIND[group.frame_type]
+            subtract = None
+            if kind == "flat" and not group.premade:
+                flat_plan = self.plan.flat_plan(group_id)
+                subtract = self.master(flat_plan.dark_flat_group or flat_plan.bias_group)
+            self.nodes[group_id] = self.make_master(kind, group, subtract, self.pattern(group))
+        return self.nodes[group_id]
+
+    def all_masters(self) -> None:
+        """Create the master of every calibration group."""
+        for group in self.plan.groups:
+            if group.frame_type is not FrameType.LIGHT:
+                self.master(group.group_id)
+
+    def light(self, light_plan: LightPlan) -> tasks.LightCalibration:
+        """The calibration of one light group."""
+        group = self.plan.group(light_plan.light_group)
+        pattern = self.pattern(group)
+        dark = self.master(light_plan.dark_group)
+        masters = {
+            "bias": self.master(light_plan.bias_group),
+            "dark": dark,
+            "flat": self.master(light_plan.flat_group),
+            "defects": None,
+        }
+        if dark is not None and self.config.calibration.cosmetic_correction.enabled:
+            if light_plan.dark_group not in self.defect_nodes:
+                self.defect_nodes[light_plan.dark_group] = self.make_defects(
+                    dark, light_plan.dark_group, pattern
+                )
+            masters["defects"] = self.defect_nodes[light_plan.dark_group]
+        mode = self.config.calibration.dark_optimization
+        optimize = (
+            masters["bias"] is not None
+            and dark is not None
+            and (mode == "on" or (mode == "auto" and light_plan.dark_scaled))
+        )
+        dark_exposure = (
+            self.plan.group(light_plan.dark_group).exposure if light_plan.dark_scaled else None
+        )
+        return tasks.LightCalibration(masters, dark_exposure, optimize, pattern)
+
+
+def _calibrate_light(store, frame, masters, dark_exposure, optimize, pattern, config) -> Record:
+    calibration = tasks.LightCalibration(masters, dark_exposure, optimize, pattern)
+    return tasks.calibrate_and_measure(store, frame, calibration, config)

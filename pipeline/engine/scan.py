@@ -40,7 +40,8 @@ def _walk(root: Path, recursive: bool, excluded: set[Path]):
     for folder, subfolders, files in os.walk(root):
         current = Path(folder)
         subfolders[:] = sorted(
-            name for name in subfolders
+            name
+            for name in subfolders
             if recursive and not name.startswith(".") and (current / name).resolve() not in excluded
         )
         for name in sorted(files):

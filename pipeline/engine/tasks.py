@@ -58,11 +58,18 @@ def cached(store: Store, stage: str, key: str, compute: Callable[[], tuple[dict,
 
 
 # --------------------------------------------------------------------------- masters
-def master_key(kind: str, group: FrameGroup, config: PipelineConfig, subtract_key: str | None) -> str:
+def master_key(
+    kind: str,
+    group: FrameGroup,
+    config: PipelineConfig,
+    subtract_key: str | None,
+    pattern: str | None = None,
+) -> str:
     """Cache key of one master calibration frame (``subtract_key``: the master subtracted first)."""
     section = getattr(config.calibration, kind)
     files = [keys.file_key(frame) for frame in group.frames]
-    return keys.stage_key(f"master_{kind}", calibrate.VERSION, section, files + [subtract_key])
+    stage = "import_master" if group.premade else f"master_{kind}"
+    return keys.stage_key(stage, calibrate.VERSION, section, files + [subtract_key, pattern])
 
 
 def master_frame(
@@ -72,15 +79,20 @@ def master_frame(
     config: PipelineConfig,
     *,
     subtract: Record | None = None,
+    pattern: str | None = None,
 ) -> Record:
-    """Stack one master calibration frame (bias, dark, dark_flat or flat).
+    """Stack one master calibration frame (bias, dark, dark_flat or flat), or import a pre-made one.
 
     Parameters
     ----------
     subtract
         For flats: the record of the master (dark-flat or bias) subtracted from each flat.
+    pattern
+        CFA pattern of the frames; flats are then normalised per CFA channel.
     """
-    key = master_key(kind, group, config, subtract["key"] if subtract else None)
+    if group.premade:
+        return import_master(store, kind, group, config, pattern=pattern)
+    key = master_key(kind, group, config, subtract["key"] if subtract else None, pattern)
 
     def compute() -> tuple[dict, dict]:
         rejection: Rejection = getattr(config.calibration, kind).rejection
@@ -91,9 +103,9 @@ def master_frame(
             paths, rejection, config.integration.memory_limit_mb, offset=offset, scales=scales
         )
         if kind == "flat":
-            image = image / np.float32(np.nanmedian(image))
+            image = calibrate.normalize_master_flat(image, pattern)
         path = store.path(f"master_{kind}", group.group_id, key, ".fits")
-        cards = _master_cards(kind, group, rejection, subtract)
+        cards = _master_cards(kind, group, rejection, subtract, pattern)
         write_image(path, image, cards=cards, history=[f"LinearLink {__version__} master_{kind}"])
         total = image.size * len(paths)
         result = {
@@ -104,14 +116,97 @@ def master_frame(
             "rejected_high_fraction": high / total,
             "frames": [frame.path for frame in group.frames],
             "subtracted": subtract["outputs"]["master"] if subtract else None,
+            "premade": False,
         }
         return {"master": store.relative(path)}, result
 
     return cached(store, f"master_{kind}", key, compute)
 
 
-def _master_cards(kind: str, group: FrameGroup, rejection: Rejection, subtract: Record | None) -> dict:
+def import_master(
+    store: Store,
+    kind: str,
+    group: FrameGroup,
+    config: PipelineConfig,
+    *,
+    pattern: str | None = None,
+) -> Record:
+    """Take a pre-made master (flats renormalised to median 1) into the work folder."""
+    key = master_key(kind, group, config, None, pattern)
+    (source,) = group.frames
+
+    def compute() -> tuple[dict, dict]:
+        with ImageReader(source.path) as reader:
+            image, header = reader.read(), reader.header()
+        if kind == "flat":
+            image = calibrate.normalize_master_flat(image, pattern)
+        path = store.path(f"master_{kind}", group.group_id, key, ".fits")
+        cards = {
+            "IMAGETYP": f"MASTER {kind.replace('_', ' ').upper()}",
+            "NCOMBINE": header.get("NCOMBINE"),
+            "EXPTIME": source.exposure,
+            "FILTER": source.filter,
+            "LLSOURCE": (Path(source.path).name[:68], "Pre-made master"),
+        }
+        write_image(path, image, cards=cards, history=[f"imported from {source.path}"])
+        result = {
+            "group": group.group_id,
+            "kind": kind,
+            "ncombine": header.get("NCOMBINE"),
+            "frames": [source.path],
+            "premade": True,
+            "subtracted": None,
+        }
+        return {"master": store.relative(path)}, result
+
+    return cached(store, f"master_{kind}", key, compute)
+
+
+def defects_key(dark: Record, config: PipelineConfig, pattern: str | None) -> str:
+    """Cache key of a defect map."""
+    return keys.stage_key(
+        "defects", calibrate.VERSION, config.calibration.cosmetic_correction, [dark["key"], pattern]
+    )
+
+
+def defect_map(store: Store, dark: Record, config: PipelineConfig, pattern: str | None) -> Record:
+    """Find hot and cold pixels in a master dark; write the map as a uint8 FITS mask."""
+    key = defects_key(dark, config, pattern)
+
+    def compute() -> tuple[dict, dict]:
+        master = _load_master(store.absolute(dark["outputs"]["master"]))
+        defects = calibrate.defect_map(master, config.calibration, pattern)
+        path = store.path("defects", dark["result"]["group"], key, ".fits")
+        _write_mask(path, defects, dark)
+        result = {
+            "group": dark["result"]["group"],
+            "kind": "defects",
+            "hot": int((defects == 1).sum()),
+            "cold": int((defects == 2).sum()),
+        }
+        return {"master": store.relative(path)}, result
+
+    return cached(store, "defects", key, compute)
+
+
+def _write_mask(path: Path, defects: np.ndarray, dark: Record) -> None:
+    from astropy.io import fits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdu = fits.PrimaryHDU(defects.astype(np.uint8))
+    hdu.header["IMAGETYP"] = "DEFECT MAP"
+    hdu.header["LLCODES"] = ("0 good, 1 hot, 2 cold", "Pixel codes")
+    hdu.header["LLDARK"] = (Path(dark["outputs"]["master"]).name[:68], "Master dark searched")
+    temporary = path.with_name(f".{path.name}.tmp")
+    hdu.writeto(temporary, overwrite=True)
+    temporary.replace(path)
+
+
+def _master_cards(
+    kind: str, group: FrameGroup, rejection: Rejection, subtract: Record | None, pattern: str | None
+) -> dict:
     return {
+        "BAYERPAT": pattern,
         "IMAGETYP": f"MASTER {kind.replace('_', ' ').upper()}",
         "NCOMBINE": (len(group.frames), "Frames combined"),
         "EXPTIME": (group.exposure, "Exposure (s)"),
@@ -122,8 +217,10 @@ def _master_cards(kind: str, group: FrameGroup, rejection: Rejection, subtract: 
         "GAIN": group.gain,
         "LLGROUP": (group.group_id[:68], "LinearLink group"),
         "LLREJECT": (rejection.method, "Rejection method"),
-        "LLSUBTR": (Path(subtract["outputs"]["master"]).name[:68] if subtract else "none",
-                    "Master subtracted before stacking"),
+        "LLSUBTR": (
+            Path(subtract["outputs"]["master"]).name[:68] if subtract else "none",
+            "Master subtracted before stacking",
+        ),
         "SWCREATE": f"LinearLink {__version__}",
     }
 
@@ -192,53 +289,79 @@ def _load_master(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- lights
+@dataclasses.dataclass(frozen=True)
+class LightCalibration:
+    """How the lights of one group are calibrated: master records and options.
+
+    ``masters`` maps bias/dark/flat/defects to their records (or None); ``dark_exposure`` is
+    set when the dark is scaled by exposure; ``pattern`` is the CFA pattern (None for mono).
+    """
+
+    masters: dict[str, Record | None]
+    dark_exposure: float | None
+    optimize_dark: bool
+    pattern: str | None
+
+    def dark_scale(self, frame: FrameMetadata) -> float | None:
+        """Exposure ratio of a light to the scaled dark, or None if the dark is not scaled."""
+        return (frame.exposure or 0.0) / self.dark_exposure if self.dark_exposure else None
+
+    def key_inputs(self) -> dict[str, Any]:
+        """What of this calibration enters the cache keys."""
+        return {
+            "masters": {role: (rec["key"] if rec else None) for role, rec in self.masters.items()},
+            "optimize_dark": self.optimize_dark,
+            "pattern": self.pattern,
+        }
+
+
 def light_keys(
-    frame: FrameMetadata, master_keys: dict[str, str | None], dark_scale: float | None,
-    config: PipelineConfig,
+    frame: FrameMetadata, calibration: LightCalibration, config: PipelineConfig
 ) -> tuple[str, str]:
     """Cache keys of a light's calibration and of its measurement."""
     cal_key = keys.stage_key(
-        "calibrate", calibrate.VERSION, config.calibration,
-        [keys.file_key(frame), master_keys, dark_scale],
+        "calibrate",
+        calibrate.VERSION,
+        [config.calibration, config.debayer],
+        [keys.file_key(frame), calibration.key_inputs(), calibration.dark_scale(frame)],
     )
     return cal_key, keys.stage_key("measure", measure.VERSION, config.measurement, [cal_key])
 
 
 def calibrate_and_measure(
-    store: Store,
-    frame: FrameMetadata,
-    masters: dict[str, Record | None],
-    dark_scale: float | None,
-    config: PipelineConfig,
+    store: Store, frame: FrameMetadata, calibration: LightCalibration, config: PipelineConfig
 ) -> Record:
-    """Calibrate one light (cached) and measure it (cached); returns both records.
+    """Calibrate (and debayer) one light, cached, and measure it, cached; returns both records.
 
     A frame that cannot be read is returned with an ``excluded`` reason instead of failing.
     """
-    master_keys = {role: (rec["key"] if rec else None) for role, rec in masters.items()}
-    cal_key, meas_key = light_keys(frame, master_keys, dark_scale, config)
+    cal_key, meas_key = light_keys(frame, calibration, config)
     calibrated: dict[str, np.ndarray] = {}
 
     def compute_calibration() -> tuple[dict, dict]:
-        loaded = {
-            role: _load_master(store.absolute(rec["outputs"]["master"])) if rec else None
-            for role, rec in masters.items()
-        }
-        applied = calibrate.CalibrationMasters(
-            bias=loaded.get("bias"), dark=loaded.get("dark"),
-            dark_scale=dark_scale, flat=loaded.get("flat"),
+        raw = read_image(frame.path)
+        result = calibrate.calibrate_light(
+            raw,
+            _masters(store, calibration, frame),
+            config.calibration,
+            optimize_dark=calibration.optimize_dark,
         )
-        image = calibrate.calibrate_light(read_image(frame.path), applied, config.calibration)
+        image = calibrate.debayer_frame(result.image, calibration.pattern, config.debayer)
         calibrated["image"] = image
         path = store.path("calibrate", Path(frame.path).stem, cal_key, ".fits")
-        write_image(path, image, cards=_light_cards(frame), history=_calibration_history(masters, dark_scale))
-        return {"calibrated": store.relative(path)}, {"masters": {r: (m["outputs"]["master"] if m else None) for r, m in masters.items()}}
+        write_image(
+            path,
+            image,
+            cards=_light_cards(frame, calibration.pattern),
+            history=_calibration_history(calibration, result.notes),
+        )
+        return {"calibrated": store.relative(path)}, {"shape": list(image.shape), **result.notes}
 
     def compute_measurement() -> tuple[dict, dict]:
         image = calibrated.get("image")
         if image is None:
             image = read_image(store.absolute(cal_record["outputs"]["calibrated"]))
-        result = measure.measure_frame(image, config.measurement)
+        result = measure.measure_frame(luminance(image), config.measurement)
         return {}, {"metrics": result.metrics(), "stars": result.stars.round(4).tolist()}
 
     try:
@@ -249,7 +372,29 @@ def calibrate_and_measure(
     return {"frame": frame.path, "calibrate": cal_record, "measure": meas_record}
 
 
-def _light_cards(frame: FrameMetadata) -> dict[str, Any]:
+def luminance(image: np.ndarray) -> np.ndarray:
+    """The image itself for mono, the channel mean for (C, H, W) colour images."""
+    return image if image.ndim == 2 else np.mean(image, axis=0, dtype=np.float32)
+
+
+def _masters(
+    store: Store, calibration: LightCalibration, frame: FrameMetadata
+) -> calibrate.CalibrationMasters:
+    loaded = {
+        role: _load_master(store.absolute(rec["outputs"]["master"])) if rec else None
+        for role, rec in calibration.masters.items()
+    }
+    return calibrate.CalibrationMasters(
+        bias=loaded.get("bias"),
+        dark=loaded.get("dark"),
+        dark_scale=calibration.dark_scale(frame),
+        flat=loaded.get("flat"),
+        defects=loaded.get("defects"),
+        pattern=calibration.pattern,
+    )
+
+
+def _light_cards(frame: FrameMetadata, pattern: str | None) -> dict[str, Any]:
     return {
         "IMAGETYP": "LIGHT",
         "EXPTIME": frame.exposure,
@@ -258,17 +403,17 @@ def _light_cards(frame: FrameMetadata) -> dict[str, Any]:
         "OBJECT": frame.object,
         "XBINNING": frame.binning[0],
         "YBINNING": frame.binning[1],
+        "LLCFA": (pattern or "none", "CFA pattern before debayering"),
         "LLSOURCE": (Path(frame.path).name[:68], "Raw frame"),
     }
 
 
-def _calibration_history(masters: dict[str, Record | None], dark_scale: float | None) -> list[str]:
+def _calibration_history(calibration: LightCalibration, notes: dict) -> list[str]:
     lines = [f"LinearLink {__version__} calibrate"]
-    for role, record in masters.items():
+    for role, record in calibration.masters.items():
         if record:
             lines.append(f"{role}: {Path(record['outputs']['master']).name}")
-    if dark_scale is not None:
-        lines.append(f"dark scaled by {dark_scale:.5f} after bias subtraction")
+    lines += [f"{key}: {value}" for key, value in notes.items()]
     return lines
 
 
@@ -280,7 +425,7 @@ def register_key(measure_key: str, reference_measure_key: str, config: PipelineC
 
 
 def register_frame(
-    store: Store, light: Record, reference: Record, reference_shape: tuple[int, ...], config: PipelineConfig
+    store: Store, light: Record, reference: Record, config: PipelineConfig
 ) -> Record:
     """Register one calibrated sub onto the reference (cached).
 
@@ -290,7 +435,9 @@ def register_frame(
 
     def compute() -> tuple[dict, dict]:
         stars = np.asarray(light["measure"]["result"]["stars"], dtype=np.float64).reshape(-1, 3)
-        ref_stars = np.asarray(reference["measure"]["result"]["stars"], dtype=np.float64).reshape(-1, 3)
+        ref_stars = np.asarray(reference["measure"]["result"]["stars"], dtype=np.float64).reshape(
+            -1, 3
+        )
         image = read_image(store.absolute(light["calibrate"]["outputs"]["calibrated"]))
         if light["frame"] == reference["frame"]:
             solution = register.RegistrationSolution(np.eye(3), len(stars), 0.0)
@@ -298,19 +445,25 @@ def register_frame(
         else:
             solution = register.solve_transform(stars, ref_stars, config.registration)
             warped = register.warp_to_reference(
-                image, solution.matrix, reference_shape=tuple(reference_shape[-2:]),
+                image,
+                solution.matrix,
+                reference_shape=tuple(reference["calibrate"]["result"]["shape"][-2:]),
                 interpolation=config.registration.interpolation,
             )
-        location, scale = robust_location_scale(warped)
+        planes = [warped] if warped.ndim == 2 else list(warped)
+        location = [robust_location_scale(plane)[0] for plane in planes]
         path = store.path("register", Path(light["frame"]).stem, key, ".fits")
-        write_image(path, warped, cards={"IMAGETYP": "LIGHT", "LLRMS": (solution.rms, "Registration RMS (px)")})
+        write_image(
+            path,
+            warped,
+            cards={"IMAGETYP": "LIGHT", "LLRMS": (solution.rms, "Registration RMS (px)")},
+        )
         result = {
             "matrix": solution.matrix.tolist(),
             "matched": solution.matched,
             "rms": solution.rms,
             "flux_ratio": solution.flux_ratio,
             "location": location,
-            "scale": scale,
             "coverage": float(np.isfinite(warped).mean()),
         }
         return {"registered": store.relative(path)}, result
@@ -326,15 +479,22 @@ def register_frame(
 def integration_key(group_id: str, register_keys: Sequence[str], config: PipelineConfig) -> str:
     """Cache key of one group's integration."""
     return keys.stage_key(
-        "integrate", integrate.VERSION + normalize.VERSION,
+        "integrate",
+        integrate.VERSION + normalize.VERSION,
         [config.normalization, config.integration],
         [group_id] + list(register_keys),
     )
 
 
 def integrate_group(
-    store: Store, group: FrameGroup, subs: Sequence[Record], reference_frame: str, calibration: dict,
-    config: PipelineConfig, *, excluded: Sequence[Record] = (),
+    store: Store,
+    group: FrameGroup,
+    subs: Sequence[Record],
+    reference_frame: str,
+    calibration: dict,
+    config: PipelineConfig,
+    *,
+    excluded: Sequence[Record] = (),
 ) -> Record:
     """Normalize, weight, reject and average the registered subs of one light group (cached).
 
@@ -348,8 +508,10 @@ def integrate_group(
         reference_index = [s["frame"] for s in subs].index(reference_frame)
         results = [sub["register"]["result"] for sub in subs]
         normalizations = normalize.normalize_subs(
-            [r["location"] for r in results], [r["flux_ratio"] for r in results],
-            reference_index, config.normalization,
+            [r["location"] for r in results],
+            [r["flux_ratio"] for r in results],
+            reference_index,
+            config.normalization,
         )
         noises = [sub["measure"]["result"]["metrics"]["noise"] for sub in subs]
         weights = normalize.sub_weights(noises, normalizations, config.integration)
@@ -358,8 +520,13 @@ def integrate_group(
         path = store.path("integrate", group.group_id, key, ".fits")
         cards = _master_light_cards(group, subs, calibration, config)
         history = _integration_history(subs, excluded, config)
-        write_image(path, image, cards=cards, history=history,
-                    extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high})
+        write_image(
+            path,
+            image,
+            cards=cards,
+            history=history,
+            extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high},
+        )
         pixels = float(image.size)
         result = {
             "group": group.group_id,
@@ -400,7 +567,9 @@ def _integrate_files(paths, normalizations, weights, config: PipelineConfig):
             reader.close()
 
 
-def _master_light_cards(group: FrameGroup, subs: Sequence[Record], calibration: dict, config: PipelineConfig) -> dict:
+def _master_light_cards(
+    group: FrameGroup, subs: Sequence[Record], calibration: dict, config: PipelineConfig
+) -> dict:
     first = group.frames[0]
     rejection = config.integration.rejection
     return {

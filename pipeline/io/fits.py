@@ -161,7 +161,9 @@ def write_image(
     hdul = fits.HDUList([_primary_hdu(data, cards, history)])
     for name, extra in (extra_hdus or {}).items():
         hdul.append(fits.ImageHDU(data=np.asarray(extra), name=name.upper()))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     os.close(descriptor)
     try:
         with warnings.catch_warnings():
@@ -231,7 +233,11 @@ def _check_complete(
 
 
 def _metadata(
-    values: Mapping[str, Any], path: Path, relative: str, shape: tuple[int, ...], stat: os.stat_result
+    values: Mapping[str, Any],
+    path: Path,
+    relative: str,
+    shape: tuple[int, ...],
+    stat: os.stat_result,
 ) -> FrameMetadata:
     problems: list[str] = []
     exposure = _number_or_note(values, hk.EXPOSURE_KEYS, problems)
@@ -272,7 +278,9 @@ def _bayer_text(values: Mapping[str, Any]) -> str | None:
     return text if text in {"RGGB", "BGGR", "GRBG", "GBRG"} else None
 
 
-def _number_or_note(values: Mapping[str, Any], keys: tuple[str, ...], notes: list[str]) -> float | None:
+def _number_or_note(
+    values: Mapping[str, Any], keys: tuple[str, ...], notes: list[str]
+) -> float | None:
     try:
         return hk.first_number(values, keys)
     except HeaderError as exc:

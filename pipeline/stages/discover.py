@@ -33,8 +33,19 @@ __all__ = [
 VERSION = "1"
 
 _TYPE_WORDS: tuple[tuple[FrameType, tuple[str, ...]], ...] = (
-    (FrameType.DARK_FLAT, ("darkflat", "flatdark", "dark flat", "flat dark", "dark_flat",
-                           "flat_dark", "dark-flat", "flat-dark")),
+    (
+        FrameType.DARK_FLAT,
+        (
+            "darkflat",
+            "flatdark",
+            "dark flat",
+            "flat dark",
+            "dark_flat",
+            "flat_dark",
+            "dark-flat",
+            "flat-dark",
+        ),
+    ),
     (FrameType.BIAS, ("bias", "offset", "zero")),
     (FrameType.DARK, ("dark",)),
     (FrameType.FLAT, ("flat",)),
@@ -157,7 +168,10 @@ def classify(metadata: FrameMetadata) -> tuple[FrameType | None, str]:
     header_type = _type_from_words(metadata.type_text) if metadata.type_text else None
     if header_type is FrameType.DARK and path_type is FrameType.DARK_FLAT:
         return FrameType.DARK_FLAT, f"header {metadata.type_text!r}, path says dark flat"
-    if header_type is FrameType.DARK and _type_from_words(metadata.object or "") is FrameType.DARK_FLAT:
+    if (
+        header_type is FrameType.DARK
+        and _type_from_words(metadata.object or "") is FrameType.DARK_FLAT
+    ):
         return FrameType.DARK_FLAT, f"header {metadata.type_text!r}, OBJECT {metadata.object!r}"
     if header_type is not None:
         return header_type, f"header {metadata.type_text!r}"
@@ -171,7 +185,10 @@ def _type_from_words(text: str) -> FrameType | None:
     compact = re.sub(r"[\s_\-]+", "", lowered)
     for frame_type, words in _TYPE_WORDS:
         for word in words:
-            if word in lowered or word.replace(" ", "").replace("_", "").replace("-", "") in compact:
+            if (
+                word in lowered
+                or word.replace(" ", "").replace("_", "").replace("-", "") in compact
+            ):
                 return frame_type
     return None
 
@@ -349,10 +366,17 @@ def plan_night(
         label = f"{'master ' if is_master else ''}{frame_type.value if frame_type else 'unknown'}"
         classification[metadata.path] = f"{label} ({how})"
         if frame_type is None:
-            skipped.append(SkippedFile(metadata.path, f"frame type unknown: {how}; set IMAGETYP "
-                                       "or put it in a folder named lights/darks/flats/bias"))
+            skipped.append(
+                SkippedFile(
+                    metadata.path,
+                    f"frame type unknown: {how}; set IMAGETYP "
+                    "or put it in a folder named lights/darks/flats/bias",
+                )
+            )
         elif is_master and frame_type is FrameType.LIGHT:
-            skipped.append(SkippedFile(metadata.path, "a master light (an output), not a raw frame"))
+            skipped.append(
+                SkippedFile(metadata.path, "a master light (an output), not a raw frame")
+            )
         elif is_master:
             premade.append(_premade_group(metadata, frame_type, pinned=False))
         elif not from_library:
@@ -412,7 +436,11 @@ def _geometry_refusal(candidate: FrameGroup, target: FrameGroup) -> str | None:
         )
     if candidate.gain is not None and target.gain is not None and candidate.gain != target.gain:
         problems.append(f"gain {candidate.gain:g} differs from {target.gain:g}")
-    if candidate.offset is not None and target.offset is not None and candidate.offset != target.offset:
+    if (
+        candidate.offset is not None
+        and target.offset is not None
+        and candidate.offset != target.offset
+    ):
         problems.append(f"offset {candidate.offset:g} differs from {target.offset:g}")
     return "; ".join(problems) or None
 
@@ -441,20 +469,33 @@ def _choose(
     chosen = max(usable, key=_preference) if usable else None
     for group in usable:
         if group is chosen:
-            reason = why_used + (" (pinned in the configuration)" if group.pinned else
-                                 " (pre-made master)" if group.premade else "")
+            reason = why_used + (
+                " (pinned in the configuration)"
+                if group.pinned
+                else " (pre-made master)"
+                if group.premade
+                else ""
+            )
             considered.append(CalibrationCandidate(group.group_id, role, True, reason))
         else:
-            considered.append(CalibrationCandidate(
-                group.group_id, role, False, f"{chosen.group_id} is preferred "
-                "(pinned > pre-made, newest first > most frames)"))
+            considered.append(
+                CalibrationCandidate(
+                    group.group_id,
+                    role,
+                    False,
+                    f"{chosen.group_id} is preferred "
+                    "(pinned > pre-made, newest first > most frames)",
+                )
+            )
     return chosen, considered
 
 
 def _choose_bias(target: FrameGroup, biases: list[FrameGroup]) -> tuple[str | None, list]:
     chosen, considered = _choose(
-        "bias", ((bias, _geometry_refusal(bias, target)) for bias in biases),
-        "matches binning and size")
+        "bias",
+        ((bias, _geometry_refusal(bias, target)) for bias in biases),
+        "matches binning and size",
+    )
     return (chosen.group_id if chosen else None), considered
 
 
@@ -465,18 +506,26 @@ def _plan_light(
     dark_scaling: bool,
 ) -> LightPlan:
     bias, considered = _choose_bias(light, by_type[FrameType.BIAS])
-    dark, scaled, dark_notes = _choose_dark(light, by_type[FrameType.DARK], bias, config, dark_scaling)
+    dark, scaled, dark_notes = _choose_dark(
+        light, by_type[FrameType.DARK], bias, config, dark_scaling
+    )
     flat, flat_notes = _choose_flat(light, by_type[FrameType.FLAT])
     if dark is not None and not scaled and bias is not None:
         considered = [
-            CalibrationCandidate(c.group_id, c.role, False,
-                                 f"not needed: master dark {dark} has the lights' exposure and "
-                                 "contains the bias") if c.used else c
+            CalibrationCandidate(
+                c.group_id,
+                c.role,
+                False,
+                f"not needed: master dark {dark} has the lights' exposure and contains the bias",
+            )
+            if c.used
+            else c
             for c in considered
         ]
         bias = None
-    return LightPlan(light.group_id, bias, dark, scaled, flat,
-                     tuple(considered + dark_notes + flat_notes))
+    return LightPlan(
+        light.group_id, bias, dark, scaled, flat, tuple(considered + dark_notes + flat_notes)
+    )
 
 
 def _choose_dark(
@@ -490,7 +539,8 @@ def _choose_dark(
     fitting = []
     for dark in darks:
         refusal = _geometry_refusal(dark, light) or _temperature_refusal(
-            dark, light, config.temperature_tolerance)
+            dark, light, config.temperature_tolerance
+        )
         if refusal:
             refused.append(CalibrationCandidate(dark.group_id, "dark", False, refusal))
         else:
@@ -502,25 +552,49 @@ def _choose_dark(
         return (chosen.group_id if chosen else None), False, refused + notes
     if not (dark_scaling and bias is not None):
         why = "dark scaling is off" if not dark_scaling else "no usable bias to scale it"
-        return None, False, refused + [
-            CalibrationCandidate(c.group_id, "dark", False, f"{c.reason} and {why}") for c in notes]
+        return (
+            None,
+            False,
+            refused
+            + [
+                CalibrationCandidate(c.group_id, "dark", False, f"{c.reason} and {why}")
+                for c in notes
+            ],
+        )
     longer = [d for d in fitting if d.exposure >= light.exposure]
     pool = longer or fitting
     best = min(abs(d.exposure - light.exposure) for d in pool)
-    nearest = [(d, None if abs(d.exposure - light.exposure) == best else
-                f"exposure {d.exposure:g} s; a dark nearer {light.exposure:g} s is preferred")
-               for d in pool]
+    nearest = [
+        (
+            d,
+            None
+            if abs(d.exposure - light.exposure) == best
+            else f"exposure {d.exposure:g} s; a dark nearer {light.exposure:g} s is preferred",
+        )
+        for d in pool
+    ]
     chosen, notes = _choose(
-        "dark", nearest, f"no dark at {light.exposure:g} s; scaled by exposure after subtracting "
-        f"bias {bias}")
-    shorter = [CalibrationCandidate(d.group_id, "dark", False,
-                                    f"exposure {d.exposure:g} s is shorter than the lights'; "
-                                    "a longer dark is scaled down instead")
-               for d in fitting if d not in pool]
+        "dark",
+        nearest,
+        f"no dark at {light.exposure:g} s; scaled by exposure after subtracting bias {bias}",
+    )
+    shorter = [
+        CalibrationCandidate(
+            d.group_id,
+            "dark",
+            False,
+            f"exposure {d.exposure:g} s is shorter than the lights'; "
+            "a longer dark is scaled down instead",
+        )
+        for d in fitting
+        if d not in pool
+    ]
     return chosen.group_id, True, refused + notes + shorter
 
 
-def _exposure_refusal(candidate: FrameGroup, exposure: float, tolerance: float, whose: str) -> str | None:
+def _exposure_refusal(
+    candidate: FrameGroup, exposure: float, tolerance: float, whose: str
+) -> str | None:
     if abs(candidate.exposure - exposure) <= tolerance:
         return None
     return f"exposure {candidate.exposure:g} s differs from the {whose} {exposure:g} s"
@@ -537,7 +611,8 @@ def _choose_flat(light: FrameGroup, flats: list[FrameGroup]) -> tuple[str | None
         return "; ".join(problems + ([geometry] if geometry else [])) or None
 
     chosen, considered = _choose(
-        "flat", ((flat, refusal(flat)) for flat in flats), "same filter, binning and size")
+        "flat", ((flat, refusal(flat)) for flat in flats), "same filter, binning and size"
+    )
     return (chosen.group_id if chosen else None), considered
 
 
@@ -550,24 +625,36 @@ def _plan_flat(
     chosen = None
     for frame_type in (FrameType.DARK_FLAT, FrameType.DARK):
         candidates = [
-            (group, _geometry_refusal(group, flat)
-             or _exposure_refusal(group, flat.exposure, tolerance, "flats'"))
+            (
+                group,
+                _geometry_refusal(group, flat)
+                or _exposure_refusal(group, flat.exposure, tolerance, "flats'"),
+            )
             for group in by_type[frame_type]
         ]
         if chosen is not None:
-            considered += [CalibrationCandidate(g.group_id, "dark_flat", False,
-                                                r or f"{chosen.group_id} is a true dark-flat")
-                           for g, r in candidates]
+            considered += [
+                CalibrationCandidate(
+                    g.group_id, "dark_flat", False, r or f"{chosen.group_id} is a true dark-flat"
+                )
+                for g, r in candidates
+            ]
             continue
-        chosen, notes = _choose("dark_flat", candidates, f"exposure matches the flats' {flat.exposure:g} s")
+        chosen, notes = _choose(
+            "dark_flat", candidates, f"exposure matches the flats' {flat.exposure:g} s"
+        )
         considered += notes
     bias, bias_notes = _choose_bias(flat, by_type[FrameType.BIAS])
     if chosen is not None and bias is not None:
         bias_notes = [
-            CalibrationCandidate(c.group_id, c.role, False,
-                                 f"not needed: {chosen.group_id} contains the bias") if c.used else c
+            CalibrationCandidate(
+                c.group_id, c.role, False, f"not needed: {chosen.group_id} contains the bias"
+            )
+            if c.used
+            else c
             for c in bias_notes
         ]
         bias = None
-    return FlatPlan(flat.group_id, chosen.group_id if chosen else None, bias,
-                    tuple(considered + bias_notes))
+    return FlatPlan(
+        flat.group_id, chosen.group_id if chosen else None, bias, tuple(considered + bias_notes)
+    )

@@ -53,8 +53,10 @@ def integrate_band(
     """Normalize each sub of a (N, rows, cols) band, reject outliers, and average."""
     factors = np.array([n.factor for n in normalizations], dtype=np.float32)
     offsets = np.array([n.offset for n in normalizations], dtype=np.float32)
-    shape = (-1,) + (1,) * (stack.ndim - 1)
-    normalized = stack * factors.reshape(shape) + offsets.reshape(shape)
+    channels = stack.shape[1] if stack.ndim == 4 else 1
+    shape = (len(normalizations), channels) + (1, 1) if stack.ndim == 4 else (-1, 1, 1)
+    normalized = stack * np.broadcast_to(factors, (len(normalizations), channels)).reshape(shape)
+    normalized += np.broadcast_to(offsets, (len(normalizations), channels)).reshape(shape)
     low, high = rejection_masks(normalized, config.rejection)
     image, count = weighted_mean(normalized, weights=weights, rejected=low | high)
     per_sub_axes = tuple(range(1, stack.ndim))

@@ -53,7 +53,10 @@ class FrameMeasurement:
         """The scalar metrics as a JSON-ready dict."""
         values = asdict(self)
         values.pop("stars")
-        return {key: float(value) if isinstance(value, float) else value for key, value in values.items()}
+        return {
+            key: float(value) if isinstance(value, float) else value
+            for key, value in values.items()
+        }
 
 
 def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurement:
@@ -68,7 +71,11 @@ def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurem
     )
     stars, fwhm, eccentricity = _star_table(subtracted, objects, config.max_stars, mask)
     noise = float(background_noise(np.where(mask, np.nan, image)))
-    snr = float(np.median(stars[:, 2]) / (noise * np.sqrt(np.pi) * max(fwhm, 1.0))) if len(stars) else 0.0
+    snr = (
+        float(np.median(stars[:, 2]) / (noise * np.sqrt(np.pi) * max(fwhm, 1.0)))
+        if len(stars)
+        else 0.0
+    )
     return FrameMeasurement(
         stars=stars,
         star_count=int(len(objects)),
@@ -114,14 +121,22 @@ def _star_table(
     clean = _without_cosmic_rays(clean)
     clean = clean[np.argsort(clean["flux"])[::-1][:max_stars]]
     radius, _ = sep.flux_radius(
-        subtracted, clean["x"], clean["y"], 6.0 * clean["a"], 0.5,
-        normflux=clean["flux"], subpix=5, mask=mask,
+        subtracted,
+        clean["x"],
+        clean["y"],
+        6.0 * clean["a"],
+        0.5,
+        normflux=clean["flux"],
+        subpix=5,
+        mask=mask,
     )
     sigma = np.clip(2.0 / 2.35 * radius, 0.5, None)
     x, y, _ = sep.winpos(subtracted, clean["x"], clean["y"], sigma, mask=mask)
     ratio = np.clip(clean["b"] / np.maximum(clean["a"], 1e-6), 0, 1)
     stars = np.column_stack([x, y, clean["flux"]]).astype(np.float64)
     good = np.all(np.isfinite(stars), axis=1)
-    fwhm = float(np.median(_FWHM_PER_HALF_LIGHT_RADIUS * radius[good])) if good.any() else float("nan")
+    fwhm = (
+        float(np.median(_FWHM_PER_HALF_LIGHT_RADIUS * radius[good])) if good.any() else float("nan")
+    )
     eccentricity = float(np.median(np.sqrt(1.0 - ratio**2)))
     return stars[good], fwhm, eccentricity

@@ -23,14 +23,14 @@ VERSION = "1"
 
 @dataclass(frozen=True)
 class Normalization:
-    """The linear map of one sub: ``v' = v * factor + offset``."""
+    """The linear map of one sub, per channel: ``v'_c = v_c * factor[c] + offset[c]``."""
 
-    factor: float
-    offset: float
+    factor: tuple[float, ...]
+    offset: tuple[float, ...]
 
 
 def normalize_subs(
-    locations: Sequence[float],
+    locations: Sequence[Sequence[float] | float],
     signal_ratios: Sequence[float],
     reference_index: int,
     config: NormalizationConfig,
@@ -40,13 +40,14 @@ def normalize_subs(
     Parameters
     ----------
     locations
-        Robust location (median) of each registered sub.
+        Robust location (median) of each registered sub, one value per channel.
     signal_ratios
         Reference signal over sub signal (e.g. matched-star flux ratio); 1 for the reference.
+        One ratio for all channels keeps each sub's colour balance.
     reference_index
         Index of the reference sub.
     """
-    location = np.asarray(locations, dtype=np.float64)
+    location = np.asarray(locations, dtype=np.float64).reshape(len(signal_ratios), -1)
     ratio = np.asarray(signal_ratios, dtype=np.float64)
     ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
     ref_location = location[reference_index]
@@ -58,9 +59,12 @@ def normalize_subs(
         factors = ref_location / np.where(location == 0, np.nan, location)
         offsets = np.zeros_like(location)
     else:
-        factors = ratio / ratio[reference_index]
+        factors = np.repeat((ratio / ratio[reference_index])[:, None], location.shape[1], axis=1)
         offsets = ref_location - location * factors
-    return [Normalization(float(f), float(o)) for f, o in zip(factors, offsets, strict=True)]
+    return [
+        Normalization(tuple(map(float, f)), tuple(map(float, o)))
+        for f, o in zip(factors, offsets, strict=True)
+    ]
 
 
 def sub_weights(
@@ -72,7 +76,7 @@ def sub_weights(
     """
     if config.weighting == "none":
         return np.ones(len(noises))
-    normalized_noise = np.asarray(noises) * np.abs([n.factor for n in normalizations])
+    normalized_noise = np.asarray(noises) * np.abs([np.mean(n.factor) for n in normalizations])
     weights = 1.0 / np.square(normalized_noise)
     weights[~np.isfinite(weights)] = 0.0
     return weights / weights.max() if weights.max() > 0 else weights

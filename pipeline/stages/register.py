@@ -101,17 +101,23 @@ def fit_transform(
     x, y = source[:, 0], source[:, 1]
     one, zero = np.ones_like(x), np.zeros_like(x)
     if model == "similarity":
-        design = np.vstack([
-            np.column_stack([x, -y, one, zero]),
-            np.column_stack([y, x, zero, one]),
-        ])
+        design = np.vstack(
+            [
+                np.column_stack([x, -y, one, zero]),
+                np.column_stack([y, x, zero, one]),
+            ]
+        )
     elif model == "affine":
-        design = np.vstack([
-            np.column_stack([x, y, one, zero, zero, zero]),
-            np.column_stack([zero, zero, zero, x, y, one]),
-        ])
+        design = np.vstack(
+            [
+                np.column_stack([x, y, one, zero, zero, zero]),
+                np.column_stack([zero, zero, zero, x, y, one]),
+            ]
+        )
     else:
-        raise ValueError(f"transform model {model!r} is not supported; use 'similarity' or 'affine'")
+        raise ValueError(
+            f"transform model {model!r} is not supported; use 'similarity' or 'affine'"
+        )
     rhs = np.concatenate([target[:, 0], target[:, 1]])
     ww = np.concatenate([w, w])
     params, *_ = np.linalg.lstsq(design * ww[:, None], rhs * ww, rcond=None)
@@ -127,7 +133,11 @@ def _centroid_weights(sub_flux: np.ndarray, reference_flux: np.ndarray) -> np.nd
     With F the flux and F0 the median flux standing in for the background term,
     SNR² ∝ F² / (F + F0): bright stars weigh by flux, faint ones by flux squared.
     """
-    flux = np.clip(np.minimum(sub_flux / np.median(sub_flux), reference_flux / np.median(reference_flux)), 1e-6, None)
+    flux = np.clip(
+        np.minimum(sub_flux / np.median(sub_flux), reference_flux / np.median(reference_flux)),
+        1e-6,
+        None,
+    )
     return flux**2 / (flux + 1.0)
 
 

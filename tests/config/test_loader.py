@@ -47,8 +47,9 @@ def test_three_mistakes_are_all_reported_with_their_yaml_paths(tmp_path):
 
 
 def test_override_sets_a_nested_value():
-    config = load_config(None, ["integration.rejection.method=winsorized_sigma",
-                                "integration.rejection.high=2.5"])
+    config = load_config(
+        None, ["integration.rejection.method=winsorized_sigma", "integration.rejection.high=2.5"]
+    )
     assert config.integration.rejection == WinsorizedSigmaRejection(high=2.5)
 
 

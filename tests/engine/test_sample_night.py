@@ -61,7 +61,7 @@ def test_one_master_and_linked_preview_per_light_group(sample_run):
         assert header["BITPIX"] == -32
         assert Path(master["preview"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     kinds = sorted(c["kind"] for c in manifest["calibration_masters"])
-    assert kinds == ["bias", "dark", "dark", "flat", "flat"]
+    assert kinds == ["bias", "dark", "dark", "defects", "defects", "flat", "flat"]
 
 
 @pytest.mark.parametrize("filt", ["L", "Ha"])
@@ -74,7 +74,9 @@ def test_recovered_offsets_match_truth(sample_run, filt):
     registered = [f for f in frames if "registration" in f]
     assert len(registered) == len(frames)
     for frame in registered:
-        truth_matrix = sample_run.truth.sub_to_sub_matrix(_truth_light(sample_run, frame["path"]), ref_truth)
+        truth_matrix = sample_run.truth.sub_to_sub_matrix(
+            _truth_light(sample_run, frame["path"]), ref_truth
+        )
         tx, ty = _apply(truth_matrix, gx, gy)
         rx, ry = _apply(frame["registration"]["matrix"], gx, gy)
         error = np.hypot(tx - rx, ty - ry)
@@ -114,7 +116,9 @@ def _residual_sigma(run, filt):
     master = read_image(master_info["path"])
     background = ~_star_mask(run.truth, ref_truth, master.shape, radius=10, min_peak=3.0)
     sigma = _noise(master, background)
-    residual = master - ndimage.median_filter(np.nan_to_num(master, nan=np.nanmedian(master)), size=11)
+    residual = master - ndimage.median_filter(
+        np.nan_to_num(master, nan=np.nanmedian(master)), size=11
+    )
     usable = background & np.isfinite(master)
     usable[:12], usable[-12:], usable[:, :12], usable[:, -12:] = False, False, False, False
     return residual, sigma, usable, ref_truth
@@ -127,12 +131,19 @@ def test_no_truth_hot_pixel_survives_above_5_sigma(sample_run, filt):
     hot = sample_run.truth.hot_pixels
     checked = 0
     for frame in frames:
-        matrix = sample_run.truth.sub_to_sub_matrix(_truth_light(sample_run, frame["path"]), ref_truth)
+        matrix = sample_run.truth.sub_to_sub_matrix(
+            _truth_light(sample_run, frame["path"]), ref_truth
+        )
         x, y = _apply(matrix, hot[:, 0], hot[:, 1])
         for xi, yi in zip(np.rint(x).astype(int), np.rint(y).astype(int), strict=True):
             if 0 <= yi < residual.shape[0] and 0 <= xi < residual.shape[1] and usable[yi, xi]:
                 checked += 1
-                assert residual[yi, xi] < 5 * sigma, (frame["path"], xi, yi, residual[yi, xi] / sigma)
+                assert residual[yi, xi] < 5 * sigma, (
+                    frame["path"],
+                    xi,
+                    yi,
+                    residual[yi, xi] / sigma,
+                )
     assert checked > 100 * len(frames) // 2
 
 

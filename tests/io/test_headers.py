@@ -58,8 +58,12 @@ def test_truncated_zero_byte_and_text_files_are_refused(tmp_path):
 
 def test_write_image_is_float32_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "out" / "m.fits"
-    write_image(target, np.ones((4, 5), dtype=np.float64), cards={"NCOMBINE": (3, "n")},
-                history=["made by a test"])
+    write_image(
+        target,
+        np.ones((4, 5), dtype=np.float64),
+        cards={"NCOMBINE": (3, "n")},
+        history=["made by a test"],
+    )
     header = fits.getheader(target)
     assert header["BITPIX"] == -32 and header["NCOMBINE"] == 3
     assert "made by a test" in str(header["HISTORY"])

@@ -8,18 +8,41 @@ from pipeline.frames import FrameMetadata, FrameType
 from pipeline.stages.discover import classify, plan_night
 
 
-def _meta(relative: str, type_text=None, exposure=60.0, filt=None, binning=(1, 1),
-          shape=(100, 120), obj=None, gain=None) -> FrameMetadata:
-    return FrameMetadata(path="/night/" + relative, relative_path=relative, type_text=type_text,
-                         exposure=exposure, filter=filt, binning=binning, shape=shape, object=obj,
-                         gain=gain)
+def _meta(
+    relative: str,
+    type_text=None,
+    exposure=60.0,
+    filt=None,
+    binning=(1, 1),
+    shape=(100, 120),
+    obj=None,
+    gain=None,
+) -> FrameMetadata:
+    return FrameMetadata(
+        path="/night/" + relative,
+        relative_path=relative,
+        type_text=type_text,
+        exposure=exposure,
+        filter=filt,
+        binning=binning,
+        shape=shape,
+        object=obj,
+        gain=gain,
+    )
 
 
 def test_header_synonyms_case_insensitive():
-    cases = {"LIGHT": FrameType.LIGHT, "Light Frame": FrameType.LIGHT, "Light   ": FrameType.LIGHT,
-             "Flat Field": FrameType.FLAT, "Bias Frame": FrameType.BIAS, "OFFSET": FrameType.BIAS,
-             "Dark Frame": FrameType.DARK, "DARKFLAT": FrameType.DARK_FLAT,
-             "Flat Dark": FrameType.DARK_FLAT}
+    cases = {
+        "LIGHT": FrameType.LIGHT,
+        "Light Frame": FrameType.LIGHT,
+        "Light   ": FrameType.LIGHT,
+        "Flat Field": FrameType.FLAT,
+        "Bias Frame": FrameType.BIAS,
+        "OFFSET": FrameType.BIAS,
+        "Dark Frame": FrameType.DARK,
+        "DARKFLAT": FrameType.DARK_FLAT,
+        "Flat Dark": FrameType.DARK_FLAT,
+    }
     for text, expected in cases.items():
         assert classify(_meta("x.fits", type_text=text))[0] is expected, text
 
@@ -32,8 +55,10 @@ def test_path_tokens_are_the_fallback():
 
 
 def test_exposure_tolerance_groups_lights_and_splits_far_exposures():
-    frames = [_meta(f"l{i}.fits", "LIGHT", exposure=e, filt="L")
-              for i, e in enumerate([60.0, 60.4, 61.5, 120.0])]
+    frames = [
+        _meta(f"l{i}.fits", "LIGHT", exposure=e, filt="L")
+        for i, e in enumerate([60.0, 60.4, 61.5, 120.0])
+    ]
     plan = plan_night(frames, DiscoveryConfig())
     lights = [g for g in plan.groups if g.frame_type is FrameType.LIGHT]
     assert sorted(len(g.frames) for g in lights) == [1, 3]
@@ -41,11 +66,14 @@ def test_exposure_tolerance_groups_lights_and_splits_far_exposures():
 
 def test_other_binning_bias_is_refused_with_reason_and_scaled_dark_chosen():
     frames = [
-        _meta("l1.fits", "LIGHT", 180.0, "Ha"), _meta("l2.fits", "LIGHT", 180.0, "Ha"),
-        _meta("b1.fits", "Bias Frame", 0.0), _meta("b2.fits", "Bias Frame", 0.0, binning=(2, 2),
-                                                   shape=(50, 60)),
-        _meta("d1.fits", "Dark Frame", 60.0), _meta("d2.fits", "Dark Frame", 300.0),
-        _meta("f1.fits", "Flat Field", 2.0, "Ha"), _meta("f2.fits", "Flat Field", 2.0, "L"),
+        _meta("l1.fits", "LIGHT", 180.0, "Ha"),
+        _meta("l2.fits", "LIGHT", 180.0, "Ha"),
+        _meta("b1.fits", "Bias Frame", 0.0),
+        _meta("b2.fits", "Bias Frame", 0.0, binning=(2, 2), shape=(50, 60)),
+        _meta("d1.fits", "Dark Frame", 60.0),
+        _meta("d2.fits", "Dark Frame", 300.0),
+        _meta("f1.fits", "Flat Field", 2.0, "Ha"),
+        _meta("f2.fits", "Flat Field", 2.0, "L"),
     ]
     plan = plan_night(frames, DiscoveryConfig())
     (light,) = plan.lights
@@ -92,13 +120,28 @@ def test_scan_skips_output_folder_and_non_fits(tmp_path: Path):
 def test_premade_master_is_preferred_and_newest_wins():
     frames = [
         _meta("l1.fits", "LIGHT", 60.0, "L"),
-        _meta("d1.fits", "Dark Frame", 60.0), _meta("d2.fits", "Dark Frame", 60.0),
-        FrameMetadata(path="/lib/old_master_dark.fits", relative_path="old_master_dark.fits",
-                      type_text="MASTER DARK", exposure=60.0, filter=None, binning=(1, 1),
-                      shape=(100, 120), date_obs="2026-01-01T00:00:00"),
-        FrameMetadata(path="/lib/new_master_dark.fits", relative_path="new_master_dark.fits",
-                      type_text="MASTER DARK", exposure=60.0, filter=None, binning=(1, 1),
-                      shape=(100, 120), date_obs="2026-06-01T00:00:00"),
+        _meta("d1.fits", "Dark Frame", 60.0),
+        _meta("d2.fits", "Dark Frame", 60.0),
+        FrameMetadata(
+            path="/lib/old_master_dark.fits",
+            relative_path="old_master_dark.fits",
+            type_text="MASTER DARK",
+            exposure=60.0,
+            filter=None,
+            binning=(1, 1),
+            shape=(100, 120),
+            date_obs="2026-01-01T00:00:00",
+        ),
+        FrameMetadata(
+            path="/lib/new_master_dark.fits",
+            relative_path="new_master_dark.fits",
+            type_text="MASTER DARK",
+            exposure=60.0,
+            filter=None,
+            binning=(1, 1),
+            shape=(100, 120),
+            date_obs="2026-06-01T00:00:00",
+        ),
     ]
     (light,) = plan_night(frames, DiscoveryConfig()).lights
     assert light.dark_group == "PREMADE_DARK_new_master_dark"
@@ -109,31 +152,59 @@ def test_premade_master_is_preferred_and_newest_wins():
 
 def test_library_masters_are_used_and_pinned_master_wins():
     night = [_meta("l1.fits", "LIGHT", 60.0, "L"), _meta("d1.fits", "Dark Frame", 60.0)]
-    library = [FrameMetadata(path="/lib/MasterFlat_L.fits", relative_path="MasterFlat_L.fits",
-                             type_text="Flat Field", exposure=2.0, filter="L", binning=(1, 1),
-                             shape=(100, 120))]
+    library = [
+        FrameMetadata(
+            path="/lib/MasterFlat_L.fits",
+            relative_path="MasterFlat_L.fits",
+            type_text="Flat Field",
+            exposure=2.0,
+            filter="L",
+            binning=(1, 1),
+            shape=(100, 120),
+        )
+    ]
     (light,) = plan_night(night, DiscoveryConfig(), library=library).lights
     assert light.flat_group == "PREMADE_FLAT_MasterFlat_L"
-    pinned = FrameMetadata(path="/pins/dark.fits", relative_path="dark.fits", type_text="Dark",
-                           exposure=60.0, filter=None, binning=(1, 1), shape=(100, 120))
+    pinned = FrameMetadata(
+        path="/pins/dark.fits",
+        relative_path="dark.fits",
+        type_text="Dark",
+        exposure=60.0,
+        filter=None,
+        binning=(1, 1),
+        shape=(100, 120),
+    )
     (light,) = plan_night(night, DiscoveryConfig(), pinned={FrameType.DARK: pinned}).lights
     assert light.dark_group == "PINNED_DARK_dark"
 
 
 def test_master_light_in_the_night_folder_is_skipped():
-    frames = [_meta("l1.fits", "LIGHT", 60.0, "L"), _meta("out/master_light_L.fits", "MASTER LIGHT")]
+    frames = [
+        _meta("l1.fits", "LIGHT", 60.0, "L"),
+        _meta("out/master_light_L.fits", "MASTER LIGHT"),
+    ]
     plan = plan_night(frames, DiscoveryConfig())
     assert [s.reason for s in plan.skipped] == ["a master light (an output), not a raw frame"]
 
 
 def test_flats_are_matched_per_night_when_night_is_a_group_keyword():
     def frame(name, kind, exposure, filt, date):
-        return FrameMetadata(path="/n/" + name, relative_path=name, type_text=kind, exposure=exposure,
-                             filter=filt, binning=(1, 1), shape=(100, 120), date_obs=date)
+        return FrameMetadata(
+            path="/n/" + name,
+            relative_path=name,
+            type_text=kind,
+            exposure=exposure,
+            filter=filt,
+            binning=(1, 1),
+            shape=(100, 120),
+            date_obs=date,
+        )
 
-    frames = [frame("l1.fits", "LIGHT", 60.0, "L", "2026-11-02T22:00:00"),
-              frame("f1.fits", "Flat Field", 2.0, "L", "2026-11-01T18:00:00"),
-              frame("f2.fits", "Flat Field", 2.0, "L", "2026-11-02T18:00:00")]
+    frames = [
+        frame("l1.fits", "LIGHT", 60.0, "L", "2026-11-02T22:00:00"),
+        frame("f1.fits", "Flat Field", 2.0, "L", "2026-11-01T18:00:00"),
+        frame("f2.fits", "Flat Field", 2.0, "L", "2026-11-02T18:00:00"),
+    ]
     config = DiscoveryConfig(group_keywords=("night",))
     (light,) = plan_night(frames, config).lights
     assert light.flat_group.endswith("2026-11-02")
