@@ -3,4 +3,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 "$VENV_PY" -m pip install --quiet -e ".[test]"
+"$VENV_PY" -m ruff check pipeline sample_data tests
+"$VENV_PY" -m ruff format --check pipeline sample_data tests
 "$VENV_PY" -m pytest -m "slow or not slow" "$@"

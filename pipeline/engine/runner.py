@@ -405,6 +405,8 @@ def describe_plan(plan: NightPlan) -> dict[str, Any]:
 def _flat_description(plan: NightPlan, flat_group: str | None) -> dict[str, Any] | None:
     if flat_group is None:
         return None
+    if plan.group(flat_group).premade:
+        return {"dark_flat": None, "bias": None, "premade": True, "considered": []}
     flat_plan = plan.flat_plan(flat_group)
     return {
         "dark_flat": flat_plan.dark_flat_group,

@@ -55,7 +55,8 @@ def test_flat_field_residual_under_half_a_percent(sample_run):
     flat division shows the 25 % vignetting the test would catch.
     """
     flat_path = next(
-        c["path"] for c in sample_run.summary.manifest["calibration_masters"]
+        c["path"]
+        for c in sample_run.summary.manifest["calibration_masters"]
         if c["kind"] == "flat" and "Ha" in c["group"]
     )
     master_flat = read_image(flat_path)

@@ -210,3 +210,29 @@ def test_flats_are_matched_per_night_when_night_is_a_group_keyword():
     assert light.flat_group.endswith("2026-11-02")
     refused = [c for c in light.considered if c.role == "flat" and not c.used]
     assert "night 2026-11-01 differs from 2026-11-02" in refused[0].reason
+
+
+def test_dark_of_another_temperature_is_refused():
+    def frame(name, kind, temperature):
+        return FrameMetadata(
+            path="/n/" + name,
+            relative_path=name,
+            type_text=kind,
+            exposure=60.0,
+            filter="L",
+            binning=(1, 1),
+            shape=(100, 120),
+            temperature=temperature,
+        )
+
+    frames = [
+        frame("l1.fits", "LIGHT", -10.0),
+        frame("d1.fits", "Dark Frame", 0.0),
+        frame("d2.fits", "Dark Frame", -9.5),
+    ]
+    config = DiscoveryConfig(group_keywords=("temperature",))
+    plan = plan_night(frames, config)
+    (light,) = plan.lights
+    assert [f.path for f in plan.group(light.dark_group).frames] == ["/n/d2.fits"]
+    refused = [c for c in light.considered if c.role == "dark" and not c.used]
+    assert "sensor temperature 0.0 C differs from -10.0 C" in refused[0].reason
