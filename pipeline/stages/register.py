@@ -87,44 +87,72 @@ def solve_transform(
 def fit_transform(
     model: str, source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """Weighted least-squares similarity or affine transform mapping ``source`` onto ``target``.
+    """Weighted least-squares transform mapping ``source`` points onto ``target`` points.
 
-    Both models are linear in their parameters (similarity: ``x' = a x - b y + tx``,
-    ``y' = b x + a y + ty``), so one weighted linear solve gives the exact optimum.
+    Similarity (``x' = a x - b y + tx``, ``y' = b x + a y + ty``) and affine models are linear
+    in their parameters, so one weighted linear solve gives the exact optimum. The homography
+    is solved by the normalised direct linear transform (Hartley & Zisserman, 2003, 4.4), also
+    weighted.
 
     Returns
     -------
     numpy.ndarray
         The 3x3 matrix.
     """
-    w = np.sqrt(np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64))
+    w = np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if model == "homography":
+        return _fit_homography(source, target, w)
     x, y = source[:, 0], source[:, 1]
     one, zero = np.ones_like(x), np.zeros_like(x)
     if model == "similarity":
-        design = np.vstack(
-            [
-                np.column_stack([x, -y, one, zero]),
-                np.column_stack([y, x, zero, one]),
-            ]
-        )
+        design = np.vstack([
+            np.column_stack([x, -y, one, zero]),
+            np.column_stack([y, x, zero, one]),
+        ])
     elif model == "affine":
-        design = np.vstack(
-            [
-                np.column_stack([x, y, one, zero, zero, zero]),
-                np.column_stack([zero, zero, zero, x, y, one]),
-            ]
-        )
+        design = np.vstack([
+            np.column_stack([x, y, one, zero, zero, zero]),
+            np.column_stack([zero, zero, zero, x, y, one]),
+        ])
     else:
         raise ValueError(
-            f"transform model {model!r} is not supported; use 'similarity' or 'affine'"
+            f"transform model {model!r} is not supported; use similarity, affine or homography"
         )
-    rhs = np.concatenate([target[:, 0], target[:, 1]])
-    ww = np.concatenate([w, w])
-    params, *_ = np.linalg.lstsq(design * ww[:, None], rhs * ww, rcond=None)
+    params = _weighted_lstsq(design, np.concatenate([target[:, 0], target[:, 1]]), w)
     if model == "similarity":
         a, b, tx, ty = params
         return np.array([[a, -b, tx], [b, a, ty], [0.0, 0.0, 1.0]])
     return np.vstack([params.reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+def _weighted_lstsq(design: np.ndarray, rhs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    root = np.sqrt(np.concatenate([weights, weights]))
+    params, *_ = np.linalg.lstsq(design * root[:, None], rhs * root, rcond=None)
+    return params
+
+
+def _normalising(points: np.ndarray) -> np.ndarray:
+    centre = points.mean(axis=0)
+    scale = np.sqrt(2.0) / max(float(np.mean(np.hypot(*(points - centre).T))), 1e-12)
+    return np.array([[scale, 0.0, -scale * centre[0]], [0.0, scale, -scale * centre[1]],
+                     [0.0, 0.0, 1.0]])
+
+
+def _fit_homography(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    if len(source) < 4:
+        raise RegistrationError(f"a homography needs at least 4 matched stars, got {len(source)}")
+    norm_source, norm_target = _normalising(source), _normalising(target)
+    s, t = _apply(norm_source, source), _apply(norm_target, target)
+    x, y, u, v = s[:, 0], s[:, 1], t[:, 0], t[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    design = np.vstack([
+        np.column_stack([x, y, one, zero, zero, zero, -x * u, -y * u]),
+        np.column_stack([zero, zero, zero, x, y, one, -x * v, -y * v]),
+    ])
+    params = _weighted_lstsq(design, np.concatenate([u, v]), weights)
+    normalised = np.append(params, 1.0).reshape(3, 3)
+    matrix = np.linalg.inv(norm_target) @ normalised @ norm_source
+    return matrix / matrix[2, 2]
 
 
 def _centroid_weights(sub_flux: np.ndarray, reference_flux: np.ndarray) -> np.ndarray:
