@@ -120,6 +120,7 @@ def generate_night(
     width: int = 640,
     height: int = 480,
     n_lights_per_filter: int = 10,
+    stars_in_frame: int = STARS_IN_FRAME,
 ) -> NightTruth:
     """Write a synthetic raw night and its ground truth to ``outdir``.
 
@@ -135,6 +136,8 @@ def generate_night(
         Sensor size in pixels (at least 128 each).
     n_lights_per_filter : int
         Lights per filter (at least 4); the later half is after the meridian flip.
+    stars_in_frame : int
+        Mean number of catalogue stars inside the frame (dense or sparse fields).
 
     Returns
     -------
@@ -156,6 +159,7 @@ def generate_night(
         n_lights_per_filter,
         seed=None if rng is not None else seed,
         root=root,
+        stars_in_frame=stars_in_frame,
     )
     write_frames(truth, generator)
     truth.save(root)
@@ -181,6 +185,7 @@ def draw_truth(
     *,
     seed: int | None,
     root: Path | None,
+    stars_in_frame: int = STARS_IN_FRAME,
 ) -> NightTruth:
     """Draw every random parameter of the night (no pixels rendered, nothing written).
 
@@ -196,6 +201,8 @@ def draw_truth(
         Seed to record.
     root : Path or None
         Night folder to record.
+    stars_in_frame : int
+        Mean number of catalogue stars inside the frame.
 
     Returns
     -------
@@ -207,7 +214,7 @@ def draw_truth(
     bias = bias_frame_model(rng, shape, sensor)
     hot = draw_hot_pixels(rng, shape, sensor)
     responses = _draw_flat_responses(rng, shape)
-    stars = _draw_stars(rng, width, height)
+    stars = _draw_stars(rng, width, height, stars_in_frame)
     nebula = _draw_nebula(rng, width, height)
     flats = _schedule_flats(rng)
     lights, clock = _draw_lights(rng, shape, n_lights)
@@ -273,7 +280,9 @@ def _draw_donuts(
     return tuple(donuts)
 
 
-def _draw_stars(rng: np.random.Generator, width: int, height: int) -> NDArray[np.float64]:
+def _draw_stars(
+    rng: np.random.Generator, width: int, height: int, stars_in_frame: int = STARS_IN_FRAME
+) -> NDArray[np.float64]:
     """Stars on a sky disc that covers every dithered/flipped/rotated sub.
 
     Returns an ``(n, 3)`` array: sky ``x, y`` and L-band flux (e-/s), a truncated
@@ -282,7 +291,7 @@ def _draw_stars(rng: np.random.Generator, width: int, height: int) -> NDArray[np
     """
     cx, cy = (width - 1) / 2, (height - 1) / 2
     radius = math.hypot(cx, cy) + math.sqrt(2) * (DITHER_PX + FLIP_SHIFT_PX) + 20.0
-    n = int(round(STARS_IN_FRAME * math.pi * radius**2 / (width * height)))
+    n = int(round(stars_in_frame * math.pi * radius**2 / (width * height)))
     r = radius * np.sqrt(rng.uniform(0.0, 1.0, n))
     theta = rng.uniform(0.0, 2 * math.pi, n)
     f_max = STAR_PEAK_LIMIT_ADU / _peak_adu_per_flux()

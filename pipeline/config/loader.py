@@ -145,7 +145,21 @@ def _describe_error(error: Mapping[str, Any]) -> str:
 
 
 def _is_union_tag(part: str) -> bool:
-    return part in {"none", "sigma_clip", "winsorized_sigma", "minmax"}
+    return part in _UNION_TAGS
+
+
+_UNION_TAGS = {
+    "none",
+    "sigma_clip",
+    "winsorized_sigma",
+    "minmax",
+    "psf_signal",
+    "psf_snr",
+    "snr",
+    "noise",
+    "star_count",
+    "formula",
+}
 
 
 def _short(value: Any) -> str:

@@ -27,6 +27,9 @@ __all__ = [
     "PipelineConfig",
     "PreviewConfig",
     "RegistrationConfig",
+    "SelectionConfig",
+    "Weighting",
+    "WeightingConfig",
     "Rejection",
     "SigmaClipRejection",
     "WinsorizedSigmaRejection",
@@ -174,6 +177,9 @@ class MeasurementConfig(_Section):
     detection_sigma: float = Field(5.0, gt=0, description="Detection threshold in noise sigmas.")
     min_area: int = Field(5, ge=1, description="Minimum connected pixels of a star.")
     max_stars: int = Field(300, ge=10, description="Brightest stars kept per sub.")
+    psf_stars: int = Field(
+        60, ge=5, description="Brightest stars fitted with a Moffat PSF (FWHM, weights)."
+    )
 
 
 class RegistrationConfig(_Section):
@@ -182,7 +188,7 @@ class RegistrationConfig(_Section):
     reference: str = Field(
         "auto", description="'auto' (best-weighted sub) or a light file name to use as reference."
     )
-    transform: Literal["similarity", "affine"] = Field(
+    transform: Literal["similarity", "affine", "homography"] = Field(
         "similarity", description="Geometric model fitted to matched stars."
     )
     interpolation: Literal["lanczos3", "bicubic", "bilinear"] = Field(
@@ -205,14 +211,96 @@ class NormalizationConfig(_Section):
     )
 
 
+class PSFSignalWeighting(_Section):
+    """PixInsight's PSF Signal Weight: star signal from PSF fits against the noise."""
+
+    method: Literal["psf_signal"] = "psf_signal"
+
+
+class PSFSNRWeighting(_Section):
+    """PixInsight's PSF SNR."""
+
+    method: Literal["psf_snr"] = "psf_snr"
+
+
+class SNRWeighting(_Section):
+    """Signal-to-noise ratio of the sub."""
+
+    method: Literal["snr"] = "snr"
+
+
+class NoiseWeighting(_Section):
+    """Inverse noise variance after normalization (1/sigma^2)."""
+
+    method: Literal["noise"] = "noise"
+
+
+class StarCountWeighting(_Section):
+    """Number of detected stars."""
+
+    method: Literal["star_count"] = "star_count"
+
+
+class FormulaWeighting(_Section):
+    """WBPP's formula: FWHM, eccentricity and SNR terms scaled over the subs, plus a pedestal."""
+
+    method: Literal["formula"] = "formula"
+    fwhm: float = Field(5.0, ge=0, description="Weight of the (inverted) FWHM term.")
+    eccentricity: float = Field(
+        10.0, ge=0, description="Weight of the (inverted) eccentricity term."
+    )
+    snr: float = Field(20.0, ge=0, description="Weight of the SNR term.")
+    pedestal: float = Field(65.0, ge=0, description="Constant added to every weight.")
+
+
+class EqualWeighting(_Section):
+    """Every sub weighs the same."""
+
+    method: Literal["none"] = "none"
+
+
+Weighting = Annotated[
+    PSFSignalWeighting
+    | PSFSNRWeighting
+    | SNRWeighting
+    | NoiseWeighting
+    | StarCountWeighting
+    | FormulaWeighting
+    | EqualWeighting,
+    Field(discriminator="method"),
+]
+
+
+class WeightingConfig(_Section):
+    """How each sub's integration weight is computed."""
+
+    weights: Weighting = Field(
+        default_factory=PSFSignalWeighting, description="Weighting method and its parameters."
+    )
+
+
+class SelectionConfig(_Section):
+    """Rules that exclude subs before integration (null switches a rule off)."""
+
+    max_fwhm_ratio: float | None = Field(
+        1.5, gt=1, description="Exclude subs whose FWHM exceeds this times the group median."
+    )
+    max_eccentricity: float | None = Field(
+        0.8, gt=0, le=1, description="Exclude subs whose median star eccentricity exceeds this."
+    )
+    min_star_ratio: float | None = Field(
+        0.3, gt=0, lt=1, description="Exclude subs with fewer stars than this times the median."
+    )
+    min_weight: float | None = Field(
+        None, gt=0, lt=1, description="Exclude subs whose weight (best = 1) is below this."
+    )
+
+
 class IntegrationConfig(_Section):
     """Stacking registered subs into the master light."""
 
     rejection: Rejection = Field(
         default_factory=SigmaClipRejection, description="Pixel rejection method."
-    )
-    weighting: Literal["noise", "none"] = Field(
-        "noise", description="Sub weights: inverse noise variance after normalization, or equal."
     )
     memory_limit_mb: int = Field(
         1024, ge=64, description="Pixel data held at once while integrating (MiB)."
@@ -248,6 +336,8 @@ class PipelineConfig(_Section):
     debayer: DebayerConfig = Field(default_factory=DebayerConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     integration: IntegrationConfig = Field(default_factory=IntegrationConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)

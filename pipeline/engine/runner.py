@@ -32,9 +32,8 @@ from pipeline.errors import ConfigError, FrameReadError, LinearLinkError
 from pipeline.frames import FrameType
 from pipeline.io.fits import read_metadata
 from pipeline.provenance import keys
-from pipeline.stages import calibrate
+from pipeline.stages import calibrate, select
 from pipeline.stages.discover import FrameGroup, LightPlan, NightPlan, plan_night
-from pipeline.stages.register import reference_score
 
 __all__ = ["Pipeline", "RunSummary", "STAGES"]
 
@@ -177,14 +176,14 @@ class Pipeline:
             )
             for index, frame in enumerate(group.frames)
         ]
-        reference = delayed(select_reference, pure=True)(
-            lights, self.config.registration.reference, dask_key_name=f"reference-{group.group_id}"
+        selection = delayed(select_subs, pure=True)(
+            lights, self.config, dask_key_name=f"select-{group.group_id}"
         )
         registered = [
-            delayed(tasks.register_frame, pure=True)(
+            delayed(_register_selected, pure=True)(
                 self.store,
                 light,
-                reference,
+                selection,
                 self.config,
                 dask_key_name=f"register-{group.group_id}-{index}",
             )
@@ -194,7 +193,7 @@ class Pipeline:
             self.store,
             group,
             registered,
-            reference,
+            selection,
             calibration.masters,
             self.config,
             dask_key_name=f"integrate-{group.group_id}",
@@ -202,7 +201,7 @@ class Pipeline:
         shown = delayed(_preview_or_skip, pure=True)(
             self.store, master, self.config, dask_key_name=f"preview-{group.group_id}"
         )
-        return {"lights": registered, "reference": reference, "integrate": master, "preview": shown}
+        return {"lights": registered, "selection": selection, "integrate": master, "preview": shown}
 
     # ------------------------------------------------------------------ publishing
     def _publish(self, plan: NightPlan, results: dict[str, Any]) -> dict[str, Any]:
@@ -305,31 +304,76 @@ def _pinned_masters(calibration) -> dict[FrameType, Any]:
     return pinned
 
 
-def select_reference(lights: list[Record], requested: str) -> Record:
-    """The reference sub: the named file, else the best-scoring measured sub."""
-    usable = [light for light in lights if "excluded" not in light]
-    if not usable:
+def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
+    """Apply the selection rules to a group's measured subs and pick the reference.
+
+    Returns
+    -------
+    dict
+        ``reference`` (the record of the reference sub), ``excluded`` (frame -> reason) and
+        ``weights`` (frame -> relative weight before normalization).
+    """
+    measured = [light for light in lights if "excluded" not in light]
+    if not measured:
         raise LinearLinkError("no sub of the group could be calibrated and measured")
+    metrics = [light["measure"]["result"]["metrics"] for light in measured]
+    reasons = select.exclusions(metrics, config.selection)
+    weights = select.sub_weights(metrics, config.weighting.weights)
+    excluded = {light["frame"]: r for light, r in zip(measured, reasons, strict=True) if r}
+    kept = [(light, w) for light, w, r in zip(measured, weights, reasons, strict=True) if not r]
+    requested = config.registration.reference
     if requested != "auto":
-        for light in usable:
-            if Path(light["frame"]).name == requested or light["frame"] == requested:
-                return light
-        names = ", ".join(Path(light["frame"]).name for light in usable)
+        reference = _named_reference(measured, requested)
+        excluded.pop(reference["frame"], None)
+    elif kept:
+        reference = max(kept, key=lambda pair: pair[1])[0]
+    else:
         raise LinearLinkError(
-            f"registration.reference: {requested!r} is not a usable light of this group; "
-            f"choose one of: {names}, or 'auto'"
+            "every sub of the group was excluded by the selection rules: "
+            + "; ".join(f"{Path(f).name}: {r}" for f, r in excluded.items())
+            + " (relax the selection section)"
         )
-    return max(usable, key=lambda light: reference_score(light["measure"]["result"]["metrics"]))
+    return {
+        "reference": reference,
+        "excluded": excluded,
+        "weights": {light["frame"]: float(w) for light, w in zip(measured, weights, strict=True)},
+    }
+
+
+def _named_reference(lights: list[Record], requested: str) -> Record:
+    for light in lights:
+        if Path(light["frame"]).name == requested or light["frame"] == requested:
+            return light
+    names = ", ".join(Path(light["frame"]).name for light in lights)
+    raise LinearLinkError(
+        f"registration.reference: {requested!r} is not a usable light of this group; "
+        f"choose one of: {names}, or 'auto'"
+    )
+
+
+def _register_selected(store: Store, light: Record, selection: Record, config) -> Record:
+    if "excluded" in light:
+        return light
+    reason = selection["excluded"].get(light["frame"])
+    if reason is not None:
+        return {**light, "excluded": f"selection: {reason}"}
+    return tasks.register_frame(store, light, selection["reference"], config)
 
 
 def _integrate_or_fail(
-    store, group: FrameGroup, registered, reference, calibration, config
+    store, group: FrameGroup, registered, selection, calibration, config
 ) -> Record:
     subs = [sub for sub in registered if "excluded" not in sub]
     excluded = [sub for sub in registered if "excluded" in sub]
     try:
         return tasks.integrate_group(
-            store, group, subs, reference["frame"], calibration, config, excluded=excluded
+            store,
+            group,
+            subs,
+            selection["reference"]["frame"],
+            calibration,
+            config,
+            excluded=excluded,
         )
     except LinearLinkError as exc:
         return {"failed": str(exc), "group": group.group_id}
@@ -461,15 +505,35 @@ def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
                 report["registration"] = {
                     k: result[k] for k in ("matrix", "matched", "rms", "coverage")
                 }
+            selection = nodes["selection"]
+            report["preliminary_weight"] = selection["weights"].get(light["frame"])
+            report["weight_reason"] = _weight_reason(light, selection)
             if light["frame"] in used:
                 index = used.index(light["frame"])
                 report["weight"] = integration["weights"][index]
                 report["normalization"] = integration["normalization"][index]
                 report["rejected_fraction"] = integration["rejected_fraction"][index]
-                report["reference"] = light["frame"] == integration.get("reference")
-            report["excluded"] = light.get("excluded")
+            report["reference"] = light["frame"] == selection["reference"]["frame"]
+            report["excluded"] = light.get("excluded") or integration.get("excluded", {}).get(
+                light["frame"]
+            )
             reports.append(report)
     return reports
+
+
+def _weight_reason(light: Record, selection: Record) -> str | None:
+    """Why a sub weighs what it does, relative to the reference sub."""
+    if "measure" not in light:
+        return None
+    metrics = light["measure"]["result"]["metrics"]
+    best = selection["reference"]["measure"]["result"]["metrics"]
+    parts = [f"weight {selection['weights'].get(light['frame'], 0.0):.3f} of the best sub"]
+    if "register" in light and light["register"]["result"].get("flux_ratio"):
+        parts.append(f"star flux x{1.0 / light['register']['result']['flux_ratio']:.2f}")
+    parts.append(f"noise x{metrics['noise'] / best['noise']:.2f}")
+    parts.append(f"FWHM {metrics['fwhm']:.2f} px (reference {best['fwhm']:.2f} px)")
+    parts.append(f"{metrics['star_count']} stars (reference {best['star_count']})")
+    return "; ".join(parts) + " relative to the reference"
 
 
 def _integration_report(nodes: dict[str, Any]) -> dict[str, Any]:
@@ -534,10 +598,12 @@ class _CachePlanner:
             self.status["preview"]["unknown"] += 1
             return
         lights = [{"frame": f.path, "measure": r} for f, _, r in measured]
-        reference = select_reference(lights, self.config.registration.reference)
+        selection = select_subs(lights, self.config)
+        reference_key = selection["reference"]["measure"]["key"]
         register_keys = [
-            tasks.register_key(key, reference["measure"]["key"], self.config)
-            for _, key, _ in measured
+            tasks.register_key(key, reference_key, self.config)
+            for frame, key, _ in measured
+            if frame.path not in selection["excluded"]
         ]
         for key in register_keys:
             self._mark("register", key)

@@ -25,7 +25,7 @@ from pipeline.frames import FrameMetadata
 from pipeline.io.fits import ImageReader, read_image, write_image
 from pipeline.kernels.stats import robust_location_scale
 from pipeline.provenance import keys
-from pipeline.stages import calibrate, integrate, measure, normalize, preview, register
+from pipeline.stages import calibrate, integrate, measure, normalize, preview, register, select
 from pipeline.stages.discover import FrameGroup
 
 __all__ = [
@@ -453,11 +453,7 @@ def register_frame(
         planes = [warped] if warped.ndim == 2 else list(warped)
         location = [robust_location_scale(plane)[0] for plane in planes]
         path = store.path("register", Path(light["frame"]).stem, key, ".fits")
-        write_image(
-            path,
-            warped,
-            cards={"IMAGETYP": "LIGHT", "LLRMS": (solution.rms, "Registration RMS (px)")},
-        )
+        write_image(path, warped, cards=_registered_cards(light, solution))
         result = {
             "matrix": solution.matrix.tolist(),
             "matched": solution.matched,
@@ -476,12 +472,29 @@ def register_frame(
 
 
 # --------------------------------------------------------------------------- integration
+def _registered_cards(light: Record, solution: register.RegistrationSolution) -> dict[str, Any]:
+    metrics = light["measure"]["result"]["metrics"]
+    return {
+        "IMAGETYP": "LIGHT",
+        "LLSOURCE": (Path(light["frame"]).name[:68], "Raw frame"),
+        "FWHM": (metrics["fwhm"], "Median Moffat FWHM (px)"),
+        "ECCENTR": (metrics["eccentricity"], "Median star eccentricity"),
+        "NOISE": (metrics["noise"], "MRS noise estimate (ADU)"),
+        "SNRWEIGH": (metrics["snr"], "SNR weight (avgDev/noise)^2"),
+        "PSFSW": (metrics["psf_signal_weight"], "PSF Signal Weight"),
+        "PSFSNR": (metrics["psf_snr"], "PSF SNR"),
+        "NSTARS": (metrics["star_count"], "Stars detected"),
+        "LLRMS": (solution.rms, "Registration residual RMS (px)"),
+        "LLMATCH": (solution.matched, "Stars matched to the reference"),
+    }
+
+
 def integration_key(group_id: str, register_keys: Sequence[str], config: PipelineConfig) -> str:
     """Cache key of one group's integration."""
     return keys.stage_key(
         "integrate",
-        integrate.VERSION + normalize.VERSION,
-        [config.normalization, config.integration],
+        integrate.VERSION + normalize.VERSION + select.VERSION,
+        [config.normalization, config.integration, config.weighting, config.selection],
         [group_id] + list(register_keys),
     )
 
@@ -505,41 +518,66 @@ def integrate_group(
     key = integration_key(group.group_id, [sub["register"]["key"] for sub in subs], config)
 
     def compute() -> tuple[dict, dict]:
-        reference_index = [s["frame"] for s in subs].index(reference_frame)
-        results = [sub["register"]["result"] for sub in subs]
-        normalizations = normalize.normalize_subs(
-            [r["location"] for r in results],
-            [r["flux_ratio"] for r in results],
-            reference_index,
-            config.normalization,
+        normalizations, weights, dropped = _weights_and_exclusions(subs, reference_frame, config)
+        kept = [i for i, reason in enumerate(dropped) if reason is None]
+        paths = [store.absolute(subs[i]["register"]["outputs"]["registered"]) for i in kept]
+        image, count, low, high, per_sub = _integrate_files(
+            paths, [normalizations[i] for i in kept], weights[kept], config
         )
-        noises = [sub["measure"]["result"]["metrics"]["noise"] for sub in subs]
-        weights = normalize.sub_weights(noises, normalizations, config.integration)
-        paths = [store.absolute(sub["register"]["outputs"]["registered"]) for sub in subs]
-        image, count, low, high, per_sub = _integrate_files(paths, normalizations, weights, config)
         path = store.path("integrate", group.group_id, key, ".fits")
-        cards = _master_light_cards(group, subs, calibration, config)
-        history = _integration_history(subs, excluded, config)
+        used = [subs[i] for i in kept]
+        left_out = list(excluded) + [
+            {**sub, "excluded": reason} for sub, reason in zip(subs, dropped, strict=True) if reason
+        ]
         write_image(
             path,
             image,
-            cards=cards,
-            history=history,
+            cards=_master_light_cards(group, used, calibration, config),
+            history=_integration_history(used, left_out, config),
             extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high},
         )
         pixels = float(image.size)
+        rejected = dict(zip(kept, per_sub, strict=True))
         result = {
             "group": group.group_id,
-            "ncombine": len(subs),
+            "ncombine": len(kept),
             "frames": [sub["frame"] for sub in subs],
+            "used": [reason is None for reason in dropped],
+            "excluded": {sub["frame"]: r for sub, r in zip(subs, dropped, strict=True) if r},
             "weights": [float(w) for w in weights],
             "normalization": [{"factor": n.factor, "offset": n.offset} for n in normalizations],
-            "rejected_fraction": [[float(lo) / pixels, float(hi) / pixels] for lo, hi in per_sub],
+            "rejected_fraction": [
+                [float(v) / pixels for v in rejected[i]] if i in rejected else None
+                for i in range(len(subs))
+            ],
             "reference": reference_frame,
         }
         return {"master": store.relative(path)}, result
 
     return cached(store, "integrate", key, compute)
+
+
+def _weights_and_exclusions(
+    subs: Sequence[Record], reference_frame: str, config: PipelineConfig
+) -> tuple[list, np.ndarray, list[str | None]]:
+    """Normalization and weight of every sub, and which the ``min_weight`` rule drops."""
+    reference_index = [s["frame"] for s in subs].index(reference_frame)
+    results = [sub["register"]["result"] for sub in subs]
+    normalizations = normalize.normalize_subs(
+        [r["location"] for r in results],
+        [r["flux_ratio"] for r in results],
+        reference_index,
+        config.normalization,
+    )
+    metrics = [sub["measure"]["result"]["metrics"] for sub in subs]
+    weights = select.sub_weights(
+        metrics,
+        config.weighting.weights,
+        normalization_factors=[float(np.mean(n.factor)) for n in normalizations],
+    )
+    dropped = select.weight_exclusions(weights, config.selection)
+    dropped[reference_index] = None
+    return normalizations, weights, dropped
 
 
 def _integrate_files(paths, normalizations, weights, config: PipelineConfig):
@@ -586,7 +624,7 @@ def _master_light_cards(
         "LLGROUP": (group.group_id[:68], "LinearLink group"),
         "LLNORM": (config.normalization.method, "Normalization"),
         "LLREJECT": (rejection.method, "Rejection method"),
-        "LLWEIGHT": (config.integration.weighting, "Weighting"),
+        "LLWEIGHT": (config.weighting.weights.method, "Weighting"),
         "MBIAS": _name(calibration.get("bias")),
         "MDARK": _name(calibration.get("dark")),
         "MFLAT": _name(calibration.get("flat")),
@@ -601,7 +639,15 @@ def _name(record: Record | None) -> str:
 def _integration_history(
     subs: Sequence[Record], excluded: Sequence[Record], config: PipelineConfig
 ) -> list[str]:
-    names = ("calibration", "measurement", "registration", "normalization", "integration")
+    names = (
+        "calibration",
+        "measurement",
+        "registration",
+        "weighting",
+        "selection",
+        "normalization",
+        "integration",
+    )
     sections = [getattr(config, name) for name in names]
     lines = [f"LinearLink {__version__} integrate; settings hash {keys.config_hash(sections)[:16]}"]
     for name, section in zip(names, sections, strict=True):

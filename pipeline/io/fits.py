@@ -158,7 +158,9 @@ def write_image(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hdul = fits.HDUList([_primary_hdu(data, cards, history)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # long comments are truncated, values kept
+        hdul = fits.HDUList([_primary_hdu(data, cards, history)])
     for name, extra in (extra_hdus or {}).items():
         hdul.append(fits.ImageHDU(data=np.asarray(extra), name=name.upper()))
     descriptor, temporary = tempfile.mkstemp(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config.models import IntegrationConfig, NormalizationConfig
+from pipeline.config.models import NormalizationConfig
 
-__all__ = ["Normalization", "normalize_subs", "sub_weights"]
+__all__ = ["Normalization", "normalize_subs"]
 
 VERSION = "1"
 
@@ -65,18 +65,3 @@ def normalize_subs(
         Normalization(tuple(map(float, f)), tuple(map(float, o)))
         for f, o in zip(factors, offsets, strict=True)
     ]
-
-
-def sub_weights(
-    noises: Sequence[float], normalizations: Sequence[Normalization], config: IntegrationConfig
-) -> np.ndarray:
-    """Integration weights, normalized to a maximum of 1.
-
-    ``noise`` weighting uses the inverse variance of each sub's noise after normalization.
-    """
-    if config.weighting == "none":
-        return np.ones(len(noises))
-    normalized_noise = np.asarray(noises) * np.abs([np.mean(n.factor) for n in normalizations])
-    weights = 1.0 / np.square(normalized_noise)
-    weights[~np.isfinite(weights)] = 0.0
-    return weights / weights.max() if weights.max() > 0 else weights

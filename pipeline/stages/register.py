@@ -105,15 +105,19 @@ def fit_transform(
     x, y = source[:, 0], source[:, 1]
     one, zero = np.ones_like(x), np.zeros_like(x)
     if model == "similarity":
-        design = np.vstack([
-            np.column_stack([x, -y, one, zero]),
-            np.column_stack([y, x, zero, one]),
-        ])
+        design = np.vstack(
+            [
+                np.column_stack([x, -y, one, zero]),
+                np.column_stack([y, x, zero, one]),
+            ]
+        )
     elif model == "affine":
-        design = np.vstack([
-            np.column_stack([x, y, one, zero, zero, zero]),
-            np.column_stack([zero, zero, zero, x, y, one]),
-        ])
+        design = np.vstack(
+            [
+                np.column_stack([x, y, one, zero, zero, zero]),
+                np.column_stack([zero, zero, zero, x, y, one]),
+            ]
+        )
     else:
         raise ValueError(
             f"transform model {model!r} is not supported; use similarity, affine or homography"
@@ -134,8 +138,9 @@ def _weighted_lstsq(design: np.ndarray, rhs: np.ndarray, weights: np.ndarray) ->
 def _normalising(points: np.ndarray) -> np.ndarray:
     centre = points.mean(axis=0)
     scale = np.sqrt(2.0) / max(float(np.mean(np.hypot(*(points - centre).T))), 1e-12)
-    return np.array([[scale, 0.0, -scale * centre[0]], [0.0, scale, -scale * centre[1]],
-                     [0.0, 0.0, 1.0]])
+    return np.array(
+        [[scale, 0.0, -scale * centre[0]], [0.0, scale, -scale * centre[1]], [0.0, 0.0, 1.0]]
+    )
 
 
 def _fit_homography(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -145,10 +150,12 @@ def _fit_homography(source: np.ndarray, target: np.ndarray, weights: np.ndarray)
     s, t = _apply(norm_source, source), _apply(norm_target, target)
     x, y, u, v = s[:, 0], s[:, 1], t[:, 0], t[:, 1]
     one, zero = np.ones_like(x), np.zeros_like(x)
-    design = np.vstack([
-        np.column_stack([x, y, one, zero, zero, zero, -x * u, -y * u]),
-        np.column_stack([zero, zero, zero, x, y, one, -x * v, -y * v]),
-    ])
+    design = np.vstack(
+        [
+            np.column_stack([x, y, one, zero, zero, zero, -x * u, -y * u]),
+            np.column_stack([zero, zero, zero, x, y, one, -x * v, -y * v]),
+        ]
+    )
     params = _weighted_lstsq(design, np.concatenate([u, v]), weights)
     normalised = np.append(params, 1.0).reshape(3, 3)
     matrix = np.linalg.inv(norm_target) @ normalised @ norm_source

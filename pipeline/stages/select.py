@@ -11,41 +11,57 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.models import SelectionConfig
+from pipeline.config.models import (
+    FormulaWeighting,
+    NoiseWeighting,
+    SelectionConfig,
+    Weighting,
+)
+from pipeline.kernels.weights import wbpp_formula_weight
 
-__all__ = ["exclusions"]
+__all__ = ["exclusions", "sub_weights", "weight_exclusions"]
+
+_METRIC_OF = {
+    "psf_signal": "psf_signal_weight",
+    "psf_snr": "psf_snr",
+    "snr": "snr",
+    "star_count": "star_count",
+}
 
 VERSION = "1"
 
 
-def exclusions(
-    metrics: Sequence[Mapping[str, Any]],
-    config: SelectionConfig,
-    *,
-    weights: Sequence[float] | None = None,
-) -> list[str | None]:
-    """The exclusion reason of every sub (``None`` where it is kept).
+def exclusions(metrics: Sequence[Mapping[str, Any]], config: SelectionConfig) -> list[str | None]:
+    """The exclusion reason of every sub by the measurement rules (``None`` where it is kept).
 
     Parameters
     ----------
     metrics
         Per-sub measurements with ``fwhm``, ``eccentricity`` and ``star_count``.
     config
-        The selection rules.
-    weights
-        Relative weights (best = 1); only needed for the ``min_weight`` rule.
+        The selection rules (``min_weight`` is applied by :func:`weight_exclusions`).
     """
     fwhm = np.array([_number(m.get("fwhm")) for m in metrics])
     stars = np.array([_number(m.get("star_count")) for m in metrics])
     median_fwhm = float(np.nanmedian(fwhm)) if np.isfinite(fwhm).any() else np.nan
     median_stars = float(np.nanmedian(stars)) if np.isfinite(stars).any() else np.nan
     reasons: list[str | None] = []
-    for index, sub in enumerate(metrics):
+    for sub in metrics:
         found = _rule_failures(sub, config, median_fwhm, median_stars)
-        if config.min_weight is not None and weights is not None and weights[index] < config.min_weight:
-            found.append(f"weight {weights[index]:.3f} below selection.min_weight {config.min_weight:g}")
         reasons.append("; ".join(found) or None)
     return reasons
+
+
+def weight_exclusions(weights: Sequence[float], config: SelectionConfig) -> list[str | None]:
+    """Exclusion reasons by the ``min_weight`` rule (weights relative to the best sub)."""
+    if config.min_weight is None:
+        return [None] * len(weights)
+    return [
+        f"weight {w:.3f} below selection.min_weight {config.min_weight:g}"
+        if w < config.min_weight
+        else None
+        for w in weights
+    ]
 
 
 def _rule_failures(
@@ -78,3 +94,43 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def sub_weights(
+    metrics: Sequence[Mapping[str, Any]],
+    weighting: Weighting,
+    *,
+    normalization_factors: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Relative integration weights of a group's subs (best = 1).
+
+    Parameters
+    ----------
+    metrics
+        Per-sub measurements.
+    weighting
+        The configured method. ``noise`` needs ``normalization_factors`` (the factor that puts
+        each sub on the reference's signal scale): its weight is 1 / (noise x factor)^2.
+    normalization_factors
+        Per-sub signal normalization factors; without them ``noise`` falls back to PSF signal.
+    """
+    if weighting.method == "none":
+        return np.ones(len(metrics))
+    if isinstance(weighting, NoiseWeighting) and normalization_factors is not None:
+        noise = np.array([_number(m.get("noise")) for m in metrics])
+        raw = 1.0 / np.square(noise * np.abs(np.asarray(normalization_factors, dtype=float)))
+    elif isinstance(weighting, FormulaWeighting):
+        raw = wbpp_formula_weight(
+            np.array([_number(m.get("fwhm")) for m in metrics]),
+            np.array([_number(m.get("eccentricity")) for m in metrics]),
+            np.array([_number(m.get("snr")) for m in metrics]),
+            fwhm_weight=weighting.fwhm,
+            eccentricity_weight=weighting.eccentricity,
+            snr_weight=weighting.snr,
+            pedestal=weighting.pedestal,
+        )
+    else:
+        key = _METRIC_OF.get(weighting.method, "psf_signal_weight")
+        raw = np.array([_number(m.get(key)) for m in metrics])
+    raw = np.where(np.isfinite(raw) & (raw > 0), raw, 0.0)
+    return raw / raw.max() if raw.max() > 0 else np.ones(len(metrics))

@@ -17,7 +17,8 @@ def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integratio
 ):
     first = process_night(tmp_path)
     computed = _computed(first.summary.manifest)
-    assert computed["calibrate"] == computed["measure"] == computed["register"] == 20
+    assert computed["calibrate"] == computed["measure"] == 20
+    assert computed["register"] == 19  # the blurred sub is excluded before registration
     assert computed["integrate"] == computed["preview"] == 2
 
     again = Pipeline(load_config(None), first.outdir).run(first.night)
@@ -28,7 +29,7 @@ def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integratio
         first.night
     )
     assert plan["cache"]["integrate"] == {"cached": 0, "to_compute": 2, "unknown": 0}
-    assert plan["cache"]["register"] == {"cached": 20, "to_compute": 0, "unknown": 0}
+    assert plan["cache"]["register"] == {"cached": 19, "to_compute": 0, "unknown": 0}
 
     edited = Pipeline(load_config(None, ["integration.rejection.high=2.5"]), first.outdir).run(
         first.night

@@ -39,8 +39,9 @@ def test_meridian_flip_with_noisy_centroids_is_solved_within_0_02_px():
     rng = np.random.default_rng(2)
     reference = _star_field(rng, 150)
     angle = np.deg2rad(180.2)
-    truth = np.array([[np.cos(angle), -np.sin(angle), 1010.0], [np.sin(angle), np.cos(angle), 1030.0],
-                      [0, 0, 1]])
+    truth = np.array(
+        [[np.cos(angle), -np.sin(angle), 1010.0], [np.sin(angle), np.cos(angle), 1030.0], [0, 0, 1]]
+    )
     sub_xy = _apply(np.linalg.inv(truth), reference[:, :2]) + rng.normal(0, 0.02, (150, 2))
     sub = np.column_stack([sub_xy, reference[:, 2] * 0.8])
     solution = solve_transform(sub, reference, RegistrationConfig())
