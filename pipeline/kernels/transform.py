@@ -138,6 +138,23 @@ def _lanczos_sample(padded, pad, x0, y0, wx, wy, clamp: bool) -> np.ndarray:
     return value
 
 
+def _compiled_lanczos(
+    padded: np.ndarray, sx: np.ndarray, sy: np.ndarray, clamp: bool
+) -> np.ndarray:
+    """Lanczos-3 sampling through the compiled loop (same arithmetic as the numpy path)."""
+    data = np.ascontiguousarray(padded, dtype=np.float32)
+    values = lanczos_sample(data, _LANCZOS_A, sx, sy, _LANCZOS_TABLE, _LANCZOS_STEPS, clamp)
+    return values.astype(padded.dtype, copy=False)
+
+
+try:  # numba compiles the hot loop; without it the vectorised numpy path is used
+    from pipeline.kernels._lanczos_numba import lanczos_sample
+
+    _COMPILED = True
+except ImportError:  # pragma: no cover - numba is a declared dependency
+    _COMPILED = False
+
+
 # ------------------------------------------------------------------------- planes
 
 
@@ -166,7 +183,9 @@ class _Plane:
         if self.nan is not None and self.nan.all():
             return np.full(sx.shape, np.nan)
         h, w = self.shape
-        if self.interpolation == "lanczos3":
+        if self.interpolation == "lanczos3" and lanczos is None:
+            value = _compiled_lanczos(self.data, sx, sy, clamp)
+        elif self.interpolation == "lanczos3":
             (x0, wx), (y0, wy) = lanczos
             value = _lanczos_sample(self.data, _LANCZOS_A, x0, y0, wx, wy, clamp)
         elif self.interpolation == "nearest":
@@ -260,7 +279,7 @@ def warp_image(
         r1 = min(rows, r0 + band)
         sx, sy, inside = _source_coords(m, slice(r0, r1), cols, channels.shape[1:])
         lanczos = None
-        if interpolation == "lanczos3":
+        if interpolation == "lanczos3" and not _COMPILED:
             lanczos = (_lanczos_weights(sx), _lanczos_weights(sy))
         for plane, target in zip(planes, out, strict=True):
             value = plane.sample(sx, sy, lanczos, clamp)

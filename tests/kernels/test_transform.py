@@ -223,3 +223,17 @@ def test_infinite_input_pixels_are_no_data():
     hole = np.isnan(out)
     assert hole[10, 10] and hole.sum() == 1  # a 0.3 px shift stays inside the input
     np.testing.assert_array_equal(out[~hole], 2.0)
+
+
+def test_compiled_lanczos_matches_the_numpy_path(monkeypatch):
+    import pipeline.kernels.transform as transform
+
+    rng = np.random.default_rng(8)
+    image = rng.normal(100.0, 10.0, (60, 70)).astype(np.float32)
+    image[5, 5] = np.nan
+    matrix = np.array([[0.998, -0.03, 3.3], [0.03, 0.998, -2.6], [1e-5, 0.0, 1.0]])
+    compiled = transform.warp_image(image, matrix, output_shape=(50, 80))
+    monkeypatch.setattr(transform, "_COMPILED", False)
+    reference = transform.warp_image(image, matrix, output_shape=(50, 80))
+    np.testing.assert_array_equal(np.isnan(compiled), np.isnan(reference))
+    np.testing.assert_allclose(compiled, reference, rtol=2e-6, atol=1e-4)
