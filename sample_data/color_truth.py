@@ -19,7 +19,6 @@ Conventions
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sample_data import sky
-from sample_data.truth import TRUTH_DIR, CalibrationFrameTruth, SensorTruth, _jsonable, _readonly
+from sample_data.truth import (
+    CalibrationFrameTruth,
+    SensorTruth,
+    _jsonable,
+    read_truth_folder,
+    write_truth_folder,
+)
 
 __all__ = [
     "CHANNELS",
@@ -419,15 +424,8 @@ class ColorNightTruth:
 
     def save(self, outdir: str | Path) -> Path:
         """Write ``truth.json`` and the ``.npy`` arrays to ``outdir/truth``."""
-        folder = Path(outdir) / TRUTH_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in _ARRAY_FILES:
-            np.save(folder / f"{name}.npy", getattr(self, name))
-        for name, response in self.flat_responses.items():
-            np.save(folder / f"flat_response_{name}.npy", response)
-        path = folder / "truth.json"
-        path.write_text(json.dumps(self._json_dict(), indent=1) + "\n", encoding="utf-8")
-        return path
+        arrays = {name: getattr(self, name) for name in _ARRAY_FILES}
+        return write_truth_folder(outdir, self._json_dict(), arrays, self.flat_responses)
 
     def _json_dict(self) -> dict[str, Any]:
         """The JSON-serialisable part (arrays referenced by file name)."""
@@ -457,17 +455,7 @@ def load_color_truth(outdir: str | Path) -> ColorNightTruth:
         The truth, with ``root`` set to ``outdir``.
     """
     root = Path(outdir)
-    folder = root / TRUTH_DIR
-    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
-    arrays = {
-        name: _readonly(np.load(folder / file))
-        for name, file in data["arrays"].items()
-        if name != "flat_responses"
-    }
-    responses = {
-        name: _readonly(np.load(folder / file))
-        for name, file in data["arrays"]["flat_responses"].items()
-    }
+    data, arrays, responses = read_truth_folder(root)
 
     def frames(key: str) -> tuple[CalibrationFrameTruth, ...]:
         return tuple(CalibrationFrameTruth(**d) for d in data[key])

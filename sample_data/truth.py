@@ -409,15 +409,8 @@ class NightTruth:
 
     def save(self, outdir: str | Path) -> Path:
         """Write ``truth.json`` and the ``.npy`` arrays to ``outdir/truth``."""
-        folder = Path(outdir) / TRUTH_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in _ARRAY_FILES:
-            np.save(folder / f"{name}.npy", getattr(self, name))
-        for name, response in self.flat_responses.items():
-            np.save(folder / f"flat_response_{name}.npy", response)
-        path = folder / "truth.json"
-        path.write_text(json.dumps(self._json_dict(), indent=1) + "\n", encoding="utf-8")
-        return path
+        arrays = {name: getattr(self, name) for name in _ARRAY_FILES}
+        return write_truth_folder(outdir, self._json_dict(), arrays, self.flat_responses)
 
     def _json_dict(self) -> dict[str, Any]:
         """The JSON-serialisable part (arrays referenced by file name)."""
@@ -465,17 +458,7 @@ def load_truth(outdir: str | Path) -> NightTruth:
         The truth, with ``root`` set to ``outdir``.
     """
     root = Path(outdir)
-    folder = root / TRUTH_DIR
-    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
-    arrays = {
-        name: _readonly(np.load(folder / file))
-        for name, file in data["arrays"].items()
-        if name != "flat_responses"
-    }
-    responses = {
-        name: _readonly(np.load(folder / file))
-        for name, file in data["arrays"]["flat_responses"].items()
-    }
+    data, arrays, responses = read_truth_folder(root)
     return NightTruth(
         version=data["version"],
         seed=data["seed"],
@@ -493,3 +476,39 @@ def load_truth(outdir: str | Path) -> NightTruth:
         root=root,
         **arrays,
     )
+
+
+def write_truth_folder(
+    outdir: str | Path,
+    data: dict[str, Any],
+    arrays: dict[str, NDArray[Any]],
+    flat_responses: dict[str, NDArray[Any]],
+) -> Path:
+    """Write ``truth.json`` and the ``.npy`` arrays to ``outdir/truth``; returns the JSON path."""
+    folder = Path(outdir) / TRUTH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array)
+    for name, response in flat_responses.items():
+        np.save(folder / f"flat_response_{name}.npy", response)
+    path = folder / "truth.json"
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_truth_folder(
+    root: Path,
+) -> tuple[dict[str, Any], dict[str, NDArray[Any]], dict[str, NDArray[Any]]]:
+    """Read ``root/truth``: the JSON data, the named arrays and the flat responses (read-only)."""
+    folder = root / TRUTH_DIR
+    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    arrays = {
+        name: _readonly(np.load(folder / file))
+        for name, file in data["arrays"].items()
+        if name != "flat_responses"
+    }
+    responses = {
+        name: _readonly(np.load(folder / file))
+        for name, file in data["arrays"]["flat_responses"].items()
+    }
+    return data, arrays, responses
