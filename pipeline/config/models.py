@@ -322,10 +322,11 @@ class PreviewConfig(_Section):
 class EngineConfig(_Section):
     """Scheduling of the dask graph."""
 
-    scheduler: Literal["threads", "synchronous"] = Field(
-        "threads", description="dask scheduler for per-frame tasks."
+    scheduler: Literal["threads", "processes", "synchronous"] = Field(
+        "threads",
+        description="dask scheduler: threads (default), processes (GIL-free), synchronous.",
     )
-    workers: int | None = Field(None, ge=1, description="Worker threads; default: CPU count.")
+    workers: int | None = Field(None, ge=1, description="Workers; default: CPU count.")
 
 
 class PipelineConfig(_Section):
