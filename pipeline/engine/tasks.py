@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import __version__
-from pipeline.config.models import PipelineConfig, Rejection
+from pipeline.config.models import IntegrationConfig, PipelineConfig, Rejection
 from pipeline.engine.store import Store
 from pipeline.engine.tiling import row_bands
 from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
@@ -30,6 +30,7 @@ from pipeline.stages.discover import FrameGroup
 
 __all__ = [
     "calibrate_and_measure",
+    "integrate_files",
     "integrate_group",
     "master_frame",
     "preview_master",
@@ -521,8 +522,8 @@ def integrate_group(
         normalizations, weights, dropped = _weights_and_exclusions(subs, reference_frame, config)
         kept = [i for i, reason in enumerate(dropped) if reason is None]
         paths = [store.absolute(subs[i]["register"]["outputs"]["registered"]) for i in kept]
-        image, count, low, high, per_sub = _integrate_files(
-            paths, [normalizations[i] for i in kept], weights[kept], config
+        image, count, low, high, per_sub = integrate_files(
+            paths, [normalizations[i] for i in kept], weights[kept], config.integration
         )
         path = store.path("integrate", group.group_id, key, ".fits")
         used = [subs[i] for i in kept]
@@ -580,19 +581,49 @@ def _weights_and_exclusions(
     return normalizations, weights, dropped
 
 
-def _integrate_files(paths, normalizations, weights, config: PipelineConfig):
+def integrate_files(
+    paths: Sequence[str | Path],
+    normalizations: Sequence[normalize.Normalization],
+    weights: np.ndarray,
+    config: IntegrationConfig,
+    *,
+    memory_limit_mb: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Integrate registered sub files band by band, the sub axis whole, in bounded memory.
+
+    Every file is read once in total: each band reads just its rows from each file.
+
+    Parameters
+    ----------
+    paths
+        Registered subs (same shape).
+    normalizations, weights
+        Per-sub normalization and weight.
+    config
+        Integration settings (rejection, memory limit).
+    memory_limit_mb
+        Overrides ``config.memory_limit_mb`` (tests use it to force many uneven bands).
+
+    Returns
+    -------
+    image, count, low, high, rejected_per_sub
+        The master, contributing-sub count, low/high rejection counts per pixel, and the
+        (N, 2) low/high rejected pixel counts per sub.
+    """
+    limit = config.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
     readers = [ImageReader(path) for path in paths]
     try:
         shape = readers[0].shape
+        _check_shapes(readers, shape)
         image = np.empty(shape, dtype=np.float32)
         count = np.empty(shape, dtype=np.uint16)
         low = np.empty(shape, dtype=np.uint16)
         high = np.empty(shape, dtype=np.uint16)
         per_sub = np.zeros((len(paths), 2), dtype=np.int64)
-        for rows in row_bands(shape, len(paths), config.integration.memory_limit_mb):
+        for rows in row_bands(shape, len(paths), limit):
             stack = np.stack([reader.read(rows) for reader in readers])
             band = integrate.integrate_band(
-                stack, normalizations=normalizations, weights=weights, config=config.integration
+                stack, normalizations=normalizations, weights=weights, config=config
             )
             image[..., rows, :] = band.image
             count[..., rows, :] = band.count

@@ -11,7 +11,7 @@ __all__ = ["row_bands"]
 _WORKING_COPIES = 6
 
 
-def row_bands(shape: tuple[int, ...], frames: int, memory_limit_mb: int) -> Iterator[slice]:
+def row_bands(shape: tuple[int, ...], frames: int, memory_limit_mb: float) -> Iterator[slice]:
     """Split the rows of images of ``shape`` into bands whose stacks fit the memory limit.
 
     Parameters
@@ -27,6 +27,6 @@ def row_bands(shape: tuple[int, ...], frames: int, memory_limit_mb: int) -> Iter
     bytes_per_row = max(1, frames) * 4 * _WORKING_COPIES
     for extent in shape[:-2] + shape[-1:]:
         bytes_per_row *= extent
-    band = max(1, min(rows, (memory_limit_mb * 2**20) // bytes_per_row))
+    band = max(1, min(rows, int(memory_limit_mb * 2**20) // bytes_per_row))
     for start in range(0, rows, band):
         yield slice(start, min(rows, start + band))

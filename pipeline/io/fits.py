@@ -71,38 +71,70 @@ def read_image(path: str | Path, *, rows: slice | None = None) -> np.ndarray:
 
 
 class ImageReader:
-    """Reads row bands of one FITS image without loading the rest (memory-mapped).
+    """Reads one FITS image, whole or in row bands, touching only the bytes asked for.
 
-    Use as a context manager; :meth:`read` returns float32 physical values.
+    Uncompressed images are read with positioned reads (``os.pread``) straight from the data
+    block, so a band costs exactly its own bytes of memory (no memory map whose touched
+    pages would count against the process, no re-read of the rest). Compressed images fall
+    back to astropy. Use as a context manager; :meth:`read` returns float32 physical values.
     """
+
+    _DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self._hdul = fits.open(
-                self.path, memmap=True, mode="readonly", do_not_scale_image_data=True
+                self.path,
+                memmap=False,
+                mode="readonly",
+                do_not_scale_image_data=True,
+                lazy_load_hdus=True,
             )
             self._index = _image_hdu_index(self._hdul, self.path)
-            header = self._hdul[self._index].header
-            self.shape: tuple[int, ...] = tuple(self._hdul[self._index].shape)
+            hdu = self._hdul[self._index]
+            header = hdu.header
+            self.shape: tuple[int, ...] = tuple(
+                int(header[f"NAXIS{i}"]) for i in range(int(header["NAXIS"]), 0, -1)
+            )
             self._zero = float(header.get("BZERO", 0.0))
             self._scale = float(header.get("BSCALE", 1.0))
             self._blank = header.get("BLANK") if header.get("BITPIX", 16) > 0 else None
+            self._direct = not isinstance(hdu, fits.CompImageHDU)
+            self._dtype = np.dtype(self._DTYPES[int(header["BITPIX"])])
+            self._offset = int(self._hdul.fileinfo(self._index)["datLoc"])
+            self._fd = os.open(self.path, os.O_RDONLY) if self._direct else None
         except FrameReadError:
             raise
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             raise FrameReadError(f"{self.path}: cannot read pixel data ({exc})") from exc
 
     def read(self, rows: slice | None = None) -> np.ndarray:
         """Return the image, or the given band of rows, as float32."""
-        hdu = self._hdul[self._index]
         try:
-            data = hdu.data
-            if rows is not None:
-                data = data[(slice(None),) * (len(self.shape) - 2) + (rows, slice(None))]
-            return self._physical(data)
+            if not self._direct:
+                data = self._hdul[self._index].data
+                if rows is not None:
+                    data = data[(slice(None),) * (len(self.shape) - 2) + (rows, slice(None))]
+                return self._physical(data)
+            return self._physical(self._read_direct(rows))
         except (OSError, ValueError, TypeError) as exc:
             raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
+
+    def _read_direct(self, rows: slice | None) -> np.ndarray:
+        height, width = self.shape[-2], self.shape[-1]
+        start, stop, _ = (rows or slice(0, height)).indices(height)
+        planes = int(np.prod(self.shape[:-2], dtype=np.int64)) if len(self.shape) > 2 else 1
+        itemsize = self._dtype.itemsize
+        count = (stop - start) * width
+        out = np.empty((planes, count), dtype=self._dtype)
+        for plane in range(planes):
+            position = self._offset + (plane * height * width + start * width) * itemsize
+            buffer = os.pread(self._fd, count * itemsize, position)
+            if len(buffer) != count * itemsize:
+                raise OSError(f"short read: {len(buffer)} of {count * itemsize} bytes (truncated?)")
+            out[plane] = np.frombuffer(buffer, dtype=self._dtype)
+        return out.reshape(self.shape[:-2] + (stop - start, width))
 
     def _physical(self, stored: np.ndarray) -> np.ndarray:
         stored = np.asarray(stored)
@@ -124,6 +156,9 @@ class ImageReader:
 
     def close(self) -> None:
         """Release the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._hdul.close()
 
     def __enter__(self) -> ImageReader:
