@@ -13,6 +13,9 @@ clipping pass removes values below ``center - low*sigma`` and above
 and ties are never split. Pixels whose survivor set stops changing drop out of the
 active set, so later iterations only touch the few pixels still converging. Large
 stacks are processed in column chunks to bound temporaries.
+
+Averaged sigma clipping reuses that machinery with a Poisson-model sigma. Percentile
+clipping is a single vectorised pass.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from pipeline.kernels._common import float_array
 
 __all__ = [
     "MIN_SURVIVORS",
+    "averaged_sigma_clip_mask",
     "minmax_mask",
+    "percentile_clip_mask",
     "sigma_clip_mask",
     "winsorized_sigma_clip_mask",
 ]
@@ -345,7 +350,9 @@ def _masks_from_ranges(chunk, sorted_, lo, hi):
     return has_data & (chunk < first), has_data & (chunk > last)
 
 
-def _clip_masks(stack, low, high, max_iterations, estimator):
+def _clip_masks(stack, low, high, max_iterations, estimator, *, per_chunk=None):
+    """Masks of an iterative clipper; ``per_chunk(columns, n_finite)`` builds a chunk's
+    estimator when the sigma model needs per-pixel constants (else ``estimator``)."""
     array = _validate_stack(stack)
     _validate_sigmas(low, high, max_iterations)
     n = array.shape[0]
@@ -358,6 +365,8 @@ def _clip_masks(stack, low, high, max_iterations, estimator):
         chunk = np.where(finite, flat[:, start : start + step], np.nan)  # inf -> no data
         n_finite = _count(finite)
         columns = _Columns.build(np.sort(chunk, axis=0), n_finite)
+        if per_chunk is not None:
+            estimator = per_chunk(columns, n_finite)
         lo, hi = _iterative_clip(columns, n_finite, low, high, max_iterations, estimator)
         lm, hm = _masks_from_ranges(chunk, columns.values, lo, hi)
         low_mask[:, start : start + step] = lm
@@ -535,3 +544,175 @@ def _lowest(chunk, sorted_, k, enough, first=0):
         sub = tied[:, ambiguous]
         take[:, ambiguous] &= ~sub | (np.cumsum(sub, axis=0) <= room[ambiguous])
     return take & enough[None]
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _validate_positive(name: str, value: float, what: str) -> None:
+    if isinstance(value, bool) or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r} must be a positive, finite {what}")
+
+
+def _finite_chunks(array: np.ndarray):
+    """Yield ``(start, stop, chunk, finite, n_finite)`` over column chunks of the flat stack.
+
+    ``chunk`` has +-inf replaced by NaN (missing data), ``finite`` marks the real
+    samples and ``n_finite`` counts them per pixel.
+    """
+    n = array.shape[0]
+    flat = array.reshape(n, -1)
+    step = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, flat.shape[1], step):
+        stop = min(start + step, flat.shape[1])
+        finite = np.isfinite(flat[:, start:stop])
+        chunk = np.where(finite, flat[:, start:stop], np.nan)
+        yield start, stop, chunk, finite, _count(finite)
+
+
+def _sorted_median(sorted_: np.ndarray, n_finite: np.ndarray) -> np.ndarray:
+    """Median (float64) of each column of a NaN-last sorted block; NaN where empty."""
+    cols = np.arange(sorted_.shape[1])
+    a = sorted_[np.maximum(n_finite - 1, 0) // 2, cols].astype(np.float64)
+    b = sorted_[n_finite // 2 - (n_finite == 0), cols].astype(np.float64)
+    median = 0.5 * (a + b)
+    median[n_finite == 0] = np.nan
+    return median
+
+
+# --------------------------------------------------------------------------- percentile
+def percentile_clip_mask(
+    stack: ArrayLike, *, low: float = 0.2, high: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """PixInsight percentile clipping: one pass, relative to the median of each pixel.
+
+    Parameters
+    ----------
+    stack : array_like
+        (N, ...) stack, frame axis first. NaN and +-inf samples are ignored.
+    low, high : float, optional
+        Largest accepted fractional deviation below / above the median, in units of
+        the median (defaults 0.2 and 0.1, PixInsight's defaults).
+
+    Returns
+    -------
+    low_mask, high_mask : ndarray of bool
+        Samples rejected below / above the median; same shape as ``stack``.
+
+    Notes
+    -----
+    With ``m`` the median of a pixel's finite samples, a sample ``x`` is rejected low
+    when ``(m - x) / |m| > low`` and high when ``(x - m) / |m| > high``. This is a single,
+    non-iterative pass; PixInsight recommends it for small sets (3 to 6, at most 8
+    frames), where moment-based estimators mean little.
+
+    PixInsight divides by ``m`` itself; its data are normalized to ``[0, 1]`` so
+    ``m >= 0``. ``|m|`` is used here so that a negative median (bias-subtracted data)
+    keeps the meaning of "relative deviation". A pixel whose median is exactly zero is
+    left alone (PixInsight skips it too).
+
+    Guards shared with the other kernels: a pixel with fewer than 3 finite samples is
+    never clipped, and a pass that would leave fewer than 3 survivors in a pixel is not
+    applied to that pixel (PixInsight has no such guard for this method).
+
+    References
+    ----------
+    .. [1] PixInsight ImageIntegration documentation, "Pixel Rejection: Percentile
+       Clipping" and "Pixel Rejection (2): Percentile low / high",
+       https://pixinsight.com/doc/tools/ImageIntegration/ImageIntegration.html
+    """
+    array = _validate_stack(stack)
+    _validate_positive("low", low, "fraction of the median")
+    _validate_positive("high", high, "fraction of the median")
+    n = array.shape[0]
+    low_mask = np.zeros((n, array[0].size), dtype=bool)
+    high_mask = np.zeros((n, array[0].size), dtype=bool)
+    for start, stop, chunk, _, n_finite in _finite_chunks(array):
+        median = _sorted_median(np.sort(chunk, axis=0), n_finite)
+        scale = np.abs(median)
+        usable = (n_finite >= MIN_SURVIVORS) & (scale > 0)
+        with np.errstate(invalid="ignore"):  # NaN samples compare False
+            lm = (median - chunk) > low * scale
+            hm = (chunk - median) > high * scale
+        survivors = n_finite - _count(lm) - _count(hm)
+        keep = usable & (survivors >= MIN_SURVIVORS)
+        low_mask[:, start:stop] = lm & keep
+        high_mask[:, start:stop] = hm & keep
+    return low_mask.reshape(array.shape), high_mask.reshape(array.shape)
+
+
+# --------------------------------------------------------------------------- averaged sigma
+def _poisson_sigma_estimator(columns: _Columns, n_finite: np.ndarray) -> SigmaEstimator:
+    """Averaged sigma clipping's estimator for one chunk.
+
+    The "gain" ``s**2 = sum((x - m0)**2 / m0) / (n - 1)`` is measured once per pixel
+    from all its finite samples (``m0``: their median); a pass then uses
+    ``sigma = s * sqrt(m)`` with ``m`` the median of the current survivors.
+    """
+    p = n_finite.size
+    cols = np.arange(p)
+    m0 = _sorted_median(columns.values, n_finite)
+    delta = m0 - columns.offset
+    s1 = columns.c1[n_finite, cols]
+    s2 = columns.c2[n_finite, cols]
+    spread = np.maximum(s2 - 2.0 * delta * s1 + n_finite * delta * delta, 0.0)
+    gain = np.zeros(p)
+    ok = (n_finite >= MIN_SURVIVORS) & (m0 > 0)
+    gain[ok] = spread[ok] / (n_finite[ok] - 1) / m0[ok]  # s**2 per pixel
+
+    def estimator(sel: _Selection, lo, hi, median):
+        return np.sqrt(gain[sel.cols] * np.maximum(median, 0.0))
+
+    return estimator
+
+
+def averaged_sigma_clip_mask(
+    stack: ArrayLike, *, low: float = 4.0, high: float = 3.0, max_iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """PixInsight averaged (Poisson model) sigma clipping.
+
+    Parameters
+    ----------
+    stack : array_like
+        (N, ...) stack, frame axis first. NaN and +-inf samples are ignored.
+    low, high : float, optional
+        Clipping thresholds in sigma below/above the median (defaults 4 and 3).
+    max_iterations : int, optional
+        Maximum number of clipping passes (default 10).
+
+    Returns
+    -------
+    low_mask, high_mask : ndarray of bool
+        Samples rejected below / above the median; same shape as ``stack``.
+
+    Notes
+    -----
+    The noise is modelled as Poisson-like, ``sigma**2 = m / g`` with ``m`` the signal
+    and ``g`` the gain of an ideal, noiseless-readout detector. Per pixel:
+
+    1. ``m0`` = median of all finite samples and ``s**2 = sum((x - m0)**2 / m0) / (n - 1)``
+       (``s**2`` estimates ``1/g``). This is measured **once**, from the full stack.
+    2. Each pass: ``m`` = median of the survivors, ``sigma = s * sqrt(m)``; reject
+       ``x < m - low*sigma`` and ``x > m + high*sigma``.
+    3. Stop when a pass rejects nothing or after ``max_iterations`` passes.
+
+    Because ``s`` comes from the full, unclipped stack (as in PixInsight), strong
+    outliers inflate it and the method is far less robust than sigma clipping: a single
+    bright outlier sets the scale for the whole iteration. PixInsight recommends it for
+    moderate sets of about 8 to 10 frames only. IRAF's AVSIGCLIP, from which it derives,
+    estimates the gain per image row instead of per pixel.
+
+    The model needs positive signal: a pixel whose median ``m0`` is not positive, or
+    whose ``s`` or current ``sigma`` is zero, rejects nothing (PixInsight works on data
+    made non-negative by a pedestal). The minimum-survivor guard of
+    :func:`sigma_clip_mask` applies (never fewer than 3 survivors) and ``+-inf`` counts as
+    missing data.
+
+    References
+    ----------
+    .. [1] PixInsight ImageIntegration documentation, "Averaged Sigma Clipping",
+       https://pixinsight.com/doc/tools/ImageIntegration/ImageIntegration.html
+    .. [2] IRAF ``imcombine`` help, "avsigclip" rejection algorithm.
+    .. [3] PixInsight Class Library, ImageIntegration module 1.2.33 (2021),
+       ``IntegrationRejectionEngine.cpp`` (gain measured once per pixel stack),
+       https://github.com/PixInsight/PCL
+    """
+    return _clip_masks(stack, low, high, max_iterations, None, per_chunk=_poisson_sigma_estimator)

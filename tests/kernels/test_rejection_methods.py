@@ -1,0 +1,279 @@
+"""Tests for the PixInsight rejection methods of pipeline.kernels.rejection.
+
+Percentile clipping and averaged sigma clipping. Each method is checked on planted
+outliers and against a slow, per-pixel reference written here from the published
+description.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.kernels.rejection import (
+    averaged_sigma_clip_mask,
+    percentile_clip_mask,
+)
+
+# Parameters giving every method clear margins on the planted stacks below (see the
+# margin notes in the tests): two outliers among 15 samples inflate every scale
+# estimate that includes them.
+METHODS = {
+    "percentile": lambda s: percentile_clip_mask(s),  # PixInsight defaults 0.2 / 0.1
+    # the gain is measured once on the full stack: the outliers set sigma to ~290
+    "averaged_sigma": lambda s: averaged_sigma_clip_mask(s, low=1.5, high=1.5),
+}
+
+
+def _outlier_stack(seed=7, shape=()):
+    """15 subs at 100 +- 1 (normal); frame 4 is 1000 (high) and frame 11 is -500 (low)."""
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(100.0, 1.0, (15, *shape)).astype(np.float32)
+    stack[4] = 1000.0
+    stack[11] = -500.0
+    return stack
+
+
+def _outlier_grid(seed=3, shape=(8, 25)):
+    """Many pixels of 15 subs: 13 at 100 + k/8 (k = -6..6) in a shuffled frame order,
+    one at 1000 and one at -500 in random frames. Returns (stack, low, high) expected.
+
+    The genuine samples have a known bound (+-0.75) and sort exactly linearly (all
+    float32-exact), so no method can clip one of them by a noise excursion: the margins
+    are those of the single-pixel case without its random tail.
+    """
+    rng = np.random.default_rng(seed)
+    pixels = math.prod(shape)
+    genuine = 100.0 + np.arange(-6, 7) / 8.0
+    stack = np.empty((15, pixels), dtype=np.float32)
+    low = np.zeros(stack.shape, dtype=bool)
+    high = np.zeros(stack.shape, dtype=bool)
+    for p in range(pixels):
+        frames = rng.permutation(15)
+        stack[frames[:13], p] = rng.permutation(genuine)
+        stack[frames[13], p] = 1000.0
+        stack[frames[14], p] = -500.0
+        high[frames[13], p] = True
+        low[frames[14], p] = True
+    return (stack.reshape(15, *shape), low.reshape(15, *shape), high.reshape(15, *shape))
+
+
+def _planted(seed, shape, nan_fraction=0.0, level=100.0):
+    """Gaussian stack (sigma 5) with 3% of samples displaced by 15..300 and some NaN."""
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(level, 5.0, shape)
+    hit = rng.random(shape) < 0.03
+    stack[hit] += rng.choice([-1.0, 1.0], hit.sum()) * rng.uniform(15, 300, hit.sum())
+    stack[rng.random(shape) < nan_fraction] = np.nan
+    return stack
+
+
+def _columns(stack):
+    return stack.reshape(stack.shape[0], -1).T
+
+
+# --------------------------------------------------------------------------- planted outliers
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_planted_outliers_exactly_rejected_single_pixel(method):
+    stack = _outlier_stack()
+    low, high = METHODS[method](stack)
+    np.testing.assert_array_equal(np.flatnonzero(low), [11])
+    np.testing.assert_array_equal(np.flatnonzero(high), [4])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_planted_outliers_exactly_rejected_many_pixels(method):
+    stack, expected_low, expected_high = _outlier_grid()
+    low, high = METHODS[method](stack)
+    np.testing.assert_array_equal(low, expected_low)
+    np.testing.assert_array_equal(high, expected_high)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_nan_samples_are_untouched_and_not_counted(method):
+    clean = _outlier_stack(seed=7)
+    holed = np.insert(clean, [2, 9, 15], np.nan, axis=0)  # three empty frames
+    real = [i for i in range(holed.shape[0]) if i not in (2, 10, 17)]
+    low_c, high_c = METHODS[method](clean)
+    low_h, high_h = METHODS[method](holed)
+    assert not low_h[[2, 10, 17]].any() and not high_h[[2, 10, 17]].any()
+    np.testing.assert_array_equal(low_h[real], low_c)
+    np.testing.assert_array_equal(high_h[real], high_c)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_nan_holes_in_many_pixels_are_not_counted(method):
+    stack, _, _ = _outlier_grid(seed=5, shape=(40,))
+    grown = np.concatenate([stack, np.full((4, 40), np.nan, np.float32)])
+    rng = np.random.default_rng(1)
+    for p in range(40):  # spread the padding NaNs over random frames of each pixel
+        order = rng.permutation(19)
+        grown[:, p] = grown[order, p]
+    low, high = METHODS[method](grown)
+    assert not (low | high)[np.isnan(grown)].any()
+    assert low.sum(axis=0).tolist() == [1] * 40 and high.sum(axis=0).tolist() == [1] * 40
+    np.testing.assert_array_equal(grown[low], np.full(40, -500, np.float32))
+    np.testing.assert_array_equal(grown[high], np.full(40, 1000, np.float32))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_infinite_samples_count_as_missing(method):
+    stack = _outlier_stack(seed=7)
+    with_inf = np.concatenate([stack, np.array([np.inf, -np.inf], np.float32)])
+    low, high = METHODS[method](with_inf)
+    assert not (low[-2:] | high[-2:]).any()
+    np.testing.assert_array_equal(low[:-2], METHODS[method](stack)[0])
+    np.testing.assert_array_equal(high[:-2], METHODS[method](stack)[1])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_pixels_with_two_samples_are_left_alone(method):
+    stack = np.full((6, 2), np.nan, dtype=np.float32)
+    stack[:2, 0] = [1.0, 1000.0]
+    stack[:, 1] = 5.0  # constant pixel: no scale, no rejection
+    low, high = METHODS[method](stack)
+    assert not low.any() and not high.any()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_masks_keep_shape_for_float64_and_4d(method):
+    stack = _planted(30, (9, 4, 5, 3)) + 1000.0
+    low, high = METHODS[method](stack)
+    assert low.shape == stack.shape and low.dtype == bool
+    assert high.shape == stack.shape and high.dtype == bool
+    assert not (low & high).any()
+
+
+# --------------------------------------------------------------------------- percentile
+def test_percentile_thresholds_are_relative_to_the_median():
+    stack = np.array(
+        [
+            [10.0, 9.0, 11.0, 7.9, 12.1, 8.0, 10.5],  # median 10: keep [8, 11]
+            [-10.0, -10.5, -9.5, -13.0, -7.0, -12.0, -9.0],  # median -10, scale |m|
+            [0.0, 0.0, 0.0, 5.0, -5.0, 0.0, 0.0],  # median 0: left alone
+        ]
+    ).T
+    low, high = percentile_clip_mask(stack, low=0.2, high=0.1)
+    np.testing.assert_array_equal(low[:, 0], [0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(high[:, 0], [0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(low[:, 1], [0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(high[:, 1], [0, 0, 0, 0, 1, 0, 0])
+    assert not low[:, 2].any() and not high[:, 2].any()
+
+
+def test_percentile_never_leaves_fewer_than_three_survivors():
+    # median 100.5: 1 and 1000 are far outside, but rejecting both would leave two
+    stack = np.array([[1.0], [100.0], [1000.0], [101.0]])
+    low, high = percentile_clip_mask(stack)
+    assert not low.any() and not high.any()
+    low, high = percentile_clip_mask(np.append(stack, [[100.2]], axis=0))
+    np.testing.assert_array_equal(low[:, 0], [1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(high[:, 0], [0, 0, 1, 0, 0])
+
+
+def _percentile_reference(column, low, high):
+    keep = np.isfinite(column)
+    lo = np.zeros(column.shape, bool)
+    hi = np.zeros(column.shape, bool)
+    x = column[keep]
+    if x.size < 3 or np.median(x) == 0:
+        return lo, hi
+    m = np.median(x)
+    lo[keep] = (m - x) / abs(m) > low
+    hi[keep] = (x - m) / abs(m) > high
+    if keep.sum() - lo.sum() - hi.sum() < 3:
+        lo[:] = hi[:] = False
+    return lo, hi
+
+
+@pytest.mark.parametrize("level", [100.0, -40.0])
+def test_percentile_matches_reference(level):
+    stack = _planted(41, (11, 400), nan_fraction=0.1, level=level)
+    low, high = percentile_clip_mask(stack, low=0.15, high=0.25)
+    for p, column in enumerate(_columns(stack)):
+        ref_lo, ref_hi = _percentile_reference(column, 0.15, 0.25)
+        np.testing.assert_array_equal(low[:, p], ref_lo, err_msg=f"pixel {p}")
+        np.testing.assert_array_equal(high[:, p], ref_hi, err_msg=f"pixel {p}")
+
+
+# --------------------------------------------------------------------------- averaged sigma
+def test_averaged_sigma_measures_the_gain_once_on_the_full_stack():
+    # m0 = 100, s**2 = (30**2 + 40**2) / 100 / 9, sigma = s * sqrt(100) = 16.67
+    stack = np.array([100.0] * 8 + [130.0, 60.0])[:, None]
+    low, high = averaged_sigma_clip_mask(stack, low=2.0, high=1.5)  # bounds 66.7, 125
+    np.testing.assert_array_equal(np.flatnonzero(low), [9])
+    np.testing.assert_array_equal(np.flatnonzero(high), [8])
+    low, high = averaged_sigma_clip_mask(stack, low=2.5, high=1.9)  # bounds 58.3, 131.7
+    assert not low.any() and not high.any()
+
+
+def test_averaged_sigma_default_keeps_an_outlier_hidden_by_the_gain_estimate():
+    # sigma ~ 290 from the full stack: -500 is only ~2.1 sigma low (PixInsight semantics)
+    low, high = averaged_sigma_clip_mask(_outlier_stack())
+    assert not low.any()
+    np.testing.assert_array_equal(np.flatnonzero(high), [4])
+
+
+def test_averaged_sigma_needs_a_positive_median():
+    stack = _outlier_stack() - 200.0  # median ~ -100: the Poisson model does not apply
+    low, high = averaged_sigma_clip_mask(stack, low=1.5, high=1.5)
+    assert not low.any() and not high.any()
+
+
+def _averaged_reference(column, low, high, max_iterations):
+    """PixInsight's averaged sigma clipping, transcribed loop by loop."""
+    keep = np.isfinite(column)
+    lo = np.zeros(column.shape, bool)
+    hi = np.zeros(column.shape, bool)
+    x = column[keep]
+    m0 = np.median(x) if x.size else 0.0
+    if x.size < 3 or not m0 > 0:
+        return lo, hi
+    s = math.sqrt(np.sum((x - m0) ** 2 / m0) / (x.size - 1))
+    for _ in range(max_iterations):
+        m = np.median(column[keep])
+        sigma = s * math.sqrt(max(m, 0.0))
+        if not sigma > 1e-12 * (abs(m) + sigma):
+            break
+        new_lo = keep & (column < m - low * sigma)
+        new_hi = keep & (column > m + high * sigma)
+        n_new = new_lo.sum() + new_hi.sum()
+        if n_new == 0 or keep.sum() - n_new < 3:
+            break
+        lo |= new_lo
+        hi |= new_hi
+        keep &= ~(new_lo | new_hi)
+    return lo, hi
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "iterations"), [(4.0, 3.0, 10), (2.0, 1.5, 10), (1.5, 1.0, 2)]
+)
+def test_averaged_sigma_matches_reference(low, high, iterations):
+    stack = _planted(51, (13, 300), nan_fraction=0.08, level=400.0)
+    lo_mask, hi_mask = averaged_sigma_clip_mask(
+        stack, low=low, high=high, max_iterations=iterations
+    )
+    for p, column in enumerate(_columns(stack)):
+        ref_lo, ref_hi = _averaged_reference(column, low, high, iterations)
+        np.testing.assert_array_equal(lo_mask[:, p], ref_lo, err_msg=f"pixel {p}")
+        np.testing.assert_array_equal(hi_mask[:, p], ref_hi, err_msg=f"pixel {p}")
+
+
+# --------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: percentile_clip_mask(np.ones((3, 2)), low=0), "low=0"),
+        (lambda: percentile_clip_mask(np.ones((3, 2)), high=-0.1), "high=-0.1"),
+        (lambda: averaged_sigma_clip_mask(np.ones((3, 2)), low=np.inf), "low=inf"),
+        (lambda: averaged_sigma_clip_mask(np.ones((3, 2)), max_iterations=0), "max_iter"),
+        (lambda: percentile_clip_mask(np.float32(1.0)), "shape"),
+        (lambda: averaged_sigma_clip_mask(np.ones((5, 2), complex)), "dtype"),
+    ],
+)
+def test_validation(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
