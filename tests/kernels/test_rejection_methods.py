@@ -1,8 +1,8 @@
 """Tests for the PixInsight rejection methods of pipeline.kernels.rejection.
 
-Percentile clipping and averaged sigma clipping. Each method is checked on planted
-outliers and against a slow, per-pixel reference written here from the published
-description.
+Percentile clipping, averaged sigma clipping and linear fit clipping. Each method is
+checked on planted outliers and against a slow, per-pixel reference written here from
+the published description.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import linprog
 
 from pipeline.kernels.rejection import (
+    _lad_line,
     averaged_sigma_clip_mask,
+    linear_fit_clip_mask,
     percentile_clip_mask,
 )
 
@@ -24,6 +27,8 @@ METHODS = {
     "percentile": lambda s: percentile_clip_mask(s),  # PixInsight defaults 0.2 / 0.1
     # the gain is measured once on the full stack: the outliers set sigma to ~290
     "averaged_sigma": lambda s: averaged_sigma_clip_mask(s, low=1.5, high=1.5),
+    # pass 1: 1000 sits at 4.5 (2*adev), pass 2: -500 at 7.0 (current PixInsight high)
+    "linear_fit": lambda s: linear_fit_clip_mask(s, low=5.0, high=4.0),
 }
 
 
@@ -262,6 +267,96 @@ def test_averaged_sigma_matches_reference(low, high, iterations):
         np.testing.assert_array_equal(hi_mask[:, p], ref_hi, err_msg=f"pixel {p}")
 
 
+# --------------------------------------------------------------------------- linear fit
+def _lad_reference(y):
+    """Exact least-absolute-deviation line through (j, y[j]) by linear programming."""
+    n = y.size
+    cost = np.r_[0.0, 0.0, np.ones(2 * n)]
+    equality = np.zeros((n, 2 + 2 * n))
+    equality[:, 0] = 1.0
+    equality[:, 1] = np.arange(n)
+    equality[np.arange(n), 2 + np.arange(n)] = 1.0
+    equality[np.arange(n), 2 + n + np.arange(n)] = -1.0
+    bounds = [(None, None)] * 2 + [(0, None)] * (2 * n)
+    result = linprog(cost, A_eq=equality, b_eq=y, bounds=bounds, method="highs")
+    return result.x[0], result.x[1], result.fun / n
+
+
+def _lad(y):
+    n = y.size
+    buffers = (np.empty(n), np.empty(n), np.empty(n))
+    return _lad_line(np.ascontiguousarray(y, dtype=np.float64), n, n // 4, *buffers)[:3]
+
+
+def test_lad_line_is_optimal_including_tied_and_collinear_data():
+    rng = np.random.default_rng(8)
+    for trial in range(120):
+        n = int(rng.integers(3, 45))
+        y = rng.normal(0.0, 1.0, n)
+        if trial % 2:
+            y = np.round(y * 1.5)  # ties: several points on one line, flat optima
+        if trial % 5 == 0:
+            y[rng.integers(n)] += 40.0
+        y = np.sort(y)
+        _, _, adev = _lad(y)
+        _, _, best = _lad_reference(y)
+        assert adev == pytest.approx(best, rel=1e-9, abs=1e-12), (trial, y)
+
+
+def _linear_fit_reference(column, low, high, max_iterations):
+    """PixInsight's linear fit clipping (without its sqrt(1 + b**2) factor), with an LP fit."""
+    lo = np.zeros(column.shape, bool)
+    hi = np.zeros(column.shape, bool)
+    frames = np.flatnonzero(np.isfinite(column))
+    if frames.size < 5:
+        return lo, hi
+    frames = frames[np.argsort(column[frames], kind="stable")]
+    for _ in range(max_iterations):
+        y = column[frames].astype(np.float64)
+        a, b, adev = _lad_reference(y)
+        sigma = 2.0 * adev
+        if not sigma > 1e-12 * (abs(np.median(y)) + sigma):
+            break
+        residual = y - (a + b * np.arange(y.size))
+        new_lo = -residual >= low * sigma
+        new_hi = residual >= high * sigma
+        n_new = new_lo.sum() + new_hi.sum()
+        if n_new == 0 or y.size - n_new < 3:
+            break
+        lo[frames[new_lo]] = True
+        hi[frames[new_hi]] = True
+        frames = frames[~(new_lo | new_hi)]
+    return lo, hi
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "low", "high"), [(7, 5.0, 2.5), (16, 4.0, 3.0), (30, 5.0, 4.0)]
+)
+def test_linear_fit_matches_reference(n_frames, low, high):
+    stack = _planted(60 + n_frames, (n_frames, 40), nan_fraction=0.05)
+    lo_mask, hi_mask = linear_fit_clip_mask(stack, low=low, high=high)
+    for p, column in enumerate(_columns(stack)):
+        ref_lo, ref_hi = _linear_fit_reference(column, low, high, 10)
+        np.testing.assert_array_equal(lo_mask[:, p], ref_lo, err_msg=f"pixel {p}")
+        np.testing.assert_array_equal(hi_mask[:, p], ref_hi, err_msg=f"pixel {p}")
+
+
+def test_linear_fit_follows_a_gradient_that_sigma_clipping_would_cut():
+    # 20 frames spread evenly over 100..138 (a varying sky gradient), plus a trail
+    rng = np.random.default_rng(4)
+    stack = (100.0 + 2.0 * rng.permutation(20) + rng.uniform(-0.05, 0.05, 20))[:, None]
+    stack[7] = 180.0
+    low, high = linear_fit_clip_mask(stack, low=5.0, high=4.0)
+    assert not low.any()
+    np.testing.assert_array_equal(np.flatnonzero(high), [7])
+
+
+def test_linear_fit_needs_five_samples():
+    stack = np.array([1.0, 2.0, 3.0, 500.0, np.nan, np.nan])[:, None]
+    low, high = linear_fit_clip_mask(stack, low=0.1, high=0.1)
+    assert not low.any() and not high.any()
+
+
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     ("call", "message"),
@@ -270,8 +365,10 @@ def test_averaged_sigma_matches_reference(low, high, iterations):
         (lambda: percentile_clip_mask(np.ones((3, 2)), high=-0.1), "high=-0.1"),
         (lambda: averaged_sigma_clip_mask(np.ones((3, 2)), low=np.inf), "low=inf"),
         (lambda: averaged_sigma_clip_mask(np.ones((3, 2)), max_iterations=0), "max_iter"),
+        (lambda: linear_fit_clip_mask(np.ones((5, 2)), high=0), "high=0"),
+        (lambda: linear_fit_clip_mask(np.ones((5, 2)), max_iterations=2.5), "max_iter"),
+        (lambda: linear_fit_clip_mask(np.ones((5, 2), complex)), "dtype"),
         (lambda: percentile_clip_mask(np.float32(1.0)), "shape"),
-        (lambda: averaged_sigma_clip_mask(np.ones((5, 2), complex)), "dtype"),
     ],
 )
 def test_validation(call, message):
