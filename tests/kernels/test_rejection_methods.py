@@ -1,8 +1,8 @@
 """Tests for the PixInsight rejection methods of pipeline.kernels.rejection.
 
-Percentile clipping, averaged sigma clipping and linear fit clipping. Each method is
-checked on planted outliers and against a slow, per-pixel reference written here from
-the published description.
+Percentile clipping, averaged sigma clipping, linear fit clipping, the generalized ESD
+test and WBPP's automatic choice. Each method is checked on planted outliers and
+against a slow, per-pixel reference written here from the published description.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.optimize import linprog
 
 from pipeline.kernels.rejection import (
     _lad_line,
+    auto_method,
     averaged_sigma_clip_mask,
+    esd_mask,
     linear_fit_clip_mask,
     percentile_clip_mask,
 )
@@ -29,6 +32,8 @@ METHODS = {
     "averaged_sigma": lambda s: averaged_sigma_clip_mask(s, low=1.5, high=1.5),
     # pass 1: 1000 sits at 4.5 (2*adev), pass 2: -500 at 7.0 (current PixInsight high)
     "linear_fit": lambda s: linear_fit_clip_mask(s, low=5.0, high=4.0),
+    # R = 3.1 and 3.7 against critical values ~2.8; genuine samples stay below ~2.4
+    "esd": lambda s: esd_mask(s, alpha=0.01, low_relaxation=1.0),
 }
 
 
@@ -357,6 +362,106 @@ def test_linear_fit_needs_five_samples():
     assert not low.any() and not high.any()
 
 
+# --------------------------------------------------------------------------- generalized ESD
+def _esd_reference(column, fraction, alpha, relax):
+    """Rosner's (1983) generalized ESD many-outlier procedure for one pixel, with
+    PixInsight's trimmed-mean centre and relaxed low side, written as a plain loop."""
+    lo = np.zeros(column.shape, bool)
+    hi = np.zeros(column.shape, bool)
+    frames = np.flatnonzero(np.isfinite(column))
+    n = frames.size
+    k = min(max(min(math.floor(fraction * n + 1e-9), n - 2), 1), n - 3)
+    if k < 1:
+        return lo, hi
+    frames = list(frames[np.argsort(column[frames], kind="stable")])
+    statistics, removed = [], []
+    for i in range(k):
+        x = column[frames].astype(np.float64)
+        size = x.size
+        top = max(1, math.floor(fraction * size + 1e-9) - i)
+        bottom = max(1, math.floor(fraction / relax * size + 1e-9) - i)
+        centre = x[bottom : size - top].mean() if top + bottom < size - 2 else np.median(x)
+        scale = x.std(ddof=1)
+        if not scale > 1e-12 * (abs(centre) + scale):
+            break
+        d = x - centre
+        r = np.where(d >= 0, d / scale, -d / (relax * scale))
+        j = int(np.argmax(r))  # first maximum: the low end wins a tie
+        if d[j] >= 0:
+            j = size - 1 - int(np.argmax(r[::-1]))  # among equal highs, the last frame
+        statistics.append(r[j])
+        removed.append((frames.pop(j), d[j] >= 0))
+    outliers = 0
+    for i, r_i in enumerate(statistics):
+        rest = n - i
+        t = stats.t.isf(alpha / (2 * rest), rest - 2)
+        critical = (rest - 1) * t / math.sqrt((rest - 2 + t * t) * rest)
+        if r_i > critical:
+            outliers = i + 1
+    for frame, is_high in removed[:outliers]:
+        (hi if is_high else lo)[frame] = True
+    return lo, hi
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "fraction", "alpha", "relax"),
+    [(8, 0.3, 0.05, 1.5), (20, 0.3, 0.05, 1.0), (25, 0.2, 0.2, 2.0), (60, 0.3, 0.05, 1.5)],
+)
+def test_esd_matches_rosner_reference(n_frames, fraction, alpha, relax):
+    stack = _planted(70 + n_frames, (n_frames, 150), nan_fraction=0.06)
+    stack[:, :10] = np.round(stack[:, :10])  # some ties
+    low, high = esd_mask(stack, outlier_fraction=fraction, alpha=alpha, low_relaxation=relax)
+    assert high.any() and (low.any() or n_frames < 10)
+    for p, column in enumerate(_columns(stack)):
+        ref_lo, ref_hi = _esd_reference(column, fraction, alpha, relax)
+        np.testing.assert_array_equal(low[:, p], ref_lo, err_msg=f"pixel {p}")
+        np.testing.assert_array_equal(high[:, p], ref_hi, err_msg=f"pixel {p}")
+
+
+def test_esd_float32_matches_reference():
+    stack = _planted(90, (15, 200), nan_fraction=0.05).astype(np.float32)
+    low, high = esd_mask(stack)
+    for p, column in enumerate(_columns(stack)):
+        ref_lo, ref_hi = _esd_reference(column, 0.3, 0.05, 1.5)
+        np.testing.assert_array_equal(low[:, p], ref_lo, err_msg=f"pixel {p}")
+        np.testing.assert_array_equal(high[:, p], ref_hi, err_msg=f"pixel {p}")
+
+
+def test_esd_low_relaxation_spares_dark_samples_only():
+    base = 100.0 + np.arange(-6, 7) / 8.0  # sample std ~0.49
+    dark = np.append(base, 98.0)[:, None]  # 2 below, ~4 std
+    bright = np.append(base, 102.0)[:, None]
+    assert esd_mask(dark, low_relaxation=1.0)[0][-1, 0]
+    assert not esd_mask(dark, low_relaxation=2.0)[0].any()
+    assert esd_mask(bright, low_relaxation=2.0)[1][-1, 0]
+
+
+def test_esd_rejects_at_most_the_outlier_fraction():
+    stack = np.array([10.0] * 7 + [50.0, 60.0, 70.0])[:, None]
+    low, high = esd_mask(stack, outlier_fraction=0.2, alpha=0.2)
+    assert high.sum() <= 2 and not low.any()
+
+
+# --------------------------------------------------------------------------- automatic choice
+@pytest.mark.parametrize(
+    ("n_subs", "light", "dark"),
+    [
+        (0, "percentile_clip", "percentile_clip"),
+        (3, "percentile_clip", "percentile_clip"),
+        (5, "percentile_clip", "percentile_clip"),
+        (6, "winsorized_sigma", "winsorized_sigma"),
+        (15, "winsorized_sigma", "winsorized_sigma"),
+        (16, "linear_fit", "winsorized_sigma"),
+        (200, "linear_fit", "winsorized_sigma"),
+    ],
+)
+def test_auto_method_follows_wbpp_thresholds(n_subs, light, dark):
+    assert auto_method(n_subs) == light
+    assert auto_method(n_subs, frame_type="flat") == light
+    assert auto_method(n_subs, frame_type="bias") == dark
+    assert auto_method(n_subs, frame_type="dark") == dark
+
+
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     ("call", "message"),
@@ -367,8 +472,14 @@ def test_linear_fit_needs_five_samples():
         (lambda: averaged_sigma_clip_mask(np.ones((3, 2)), max_iterations=0), "max_iter"),
         (lambda: linear_fit_clip_mask(np.ones((5, 2)), high=0), "high=0"),
         (lambda: linear_fit_clip_mask(np.ones((5, 2)), max_iterations=2.5), "max_iter"),
+        (lambda: esd_mask(np.ones((5, 2)), outlier_fraction=1.0), "outlier_fraction=1.0"),
+        (lambda: esd_mask(np.ones((5, 2)), alpha=0), "alpha=0"),
+        (lambda: esd_mask(np.ones((5, 2)), low_relaxation=0.5), "low_relaxation=0.5"),
+        (lambda: esd_mask(np.float32(1.0)), "shape"),
         (lambda: linear_fit_clip_mask(np.ones((5, 2), complex)), "dtype"),
-        (lambda: percentile_clip_mask(np.float32(1.0)), "shape"),
+        (lambda: auto_method(-1), "n_subs=-1"),
+        (lambda: auto_method(12.0), "n_subs=12.0"),
+        (lambda: auto_method(12, frame_type="science"), "frame_type='science'"),
     ],
 )
 def test_validation(call, message):
