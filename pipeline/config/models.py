@@ -75,8 +75,57 @@ class MinMaxRejection(_Section):
     n_high: int = Field(1, ge=0, description="Number of highest values rejected per pixel.")
 
 
+class PercentileRejection(_Section):
+    """Reject pixels deviating from the median by more than a fraction of it (few subs)."""
+
+    method: Literal["percentile_clip"] = "percentile_clip"
+    low: float = Field(0.2, gt=0, description="Reject below median x (1 - low).")
+    high: float = Field(0.1, gt=0, description="Reject above median x (1 + high).")
+
+
+class AveragedSigmaRejection(_Section):
+    """Averaged sigma clipping: sigma from a Poisson-like model of the stack."""
+
+    method: Literal["averaged_sigma"] = "averaged_sigma"
+    low: float = Field(4.0, gt=0, description="Reject pixels this many sigma below the median.")
+    high: float = Field(3.0, gt=0, description="Reject pixels this many sigma above the median.")
+    max_iterations: int = Field(10, ge=1, le=100, description="Stop after this many passes.")
+
+
+class LinearFitRejection(_Section):
+    """Linear-fit clipping: distance to a line fitted to the sorted stack (many subs)."""
+
+    method: Literal["linear_fit"] = "linear_fit"
+    low: float = Field(5.0, gt=0, description="Reject this many sigma below the fitted line.")
+    high: float = Field(2.5, gt=0, description="Reject this many sigma above the fitted line.")
+    max_iterations: int = Field(10, ge=1, le=100, description="Stop after this many passes.")
+
+
+class ESDRejection(_Section):
+    """Generalized extreme Studentized deviate test (Rosner 1983), PixInsight's variant."""
+
+    method: Literal["esd"] = "esd"
+    outlier_fraction: float = Field(0.3, gt=0, lt=1, description="Most outliers tested, fraction.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level.")
+    low_relaxation: float = Field(1.5, ge=1, description="Tolerance factor for low outliers.")
+
+
+class AutoRejection(_Section):
+    """WBPP's automatic choice by number of subs (percentile, winsorized sigma, linear fit)."""
+
+    method: Literal["auto"] = "auto"
+
+
 Rejection = Annotated[
-    NoRejection | SigmaClipRejection | WinsorizedSigmaRejection | MinMaxRejection,
+    NoRejection
+    | SigmaClipRejection
+    | WinsorizedSigmaRejection
+    | MinMaxRejection
+    | PercentileRejection
+    | AveragedSigmaRejection
+    | LinearFitRejection
+    | ESDRejection
+    | AutoRejection,
     Field(discriminator="method"),
 ]
 
