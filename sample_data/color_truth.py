@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from sample_data import sky
 from sample_data.truth import (
     CalibrationFrameTruth,
+    LightLookup,
     SensorTruth,
     _jsonable,
     read_truth_folder,
@@ -185,7 +186,7 @@ class ColorLightTruth:
 
 
 @dataclass(frozen=True, eq=False)
-class ColorNightTruth:
+class ColorNightTruth(LightLookup):
     """Everything that went into a synthetic one-shot-colour night.
 
     Attributes
@@ -298,29 +299,6 @@ class ColorNightTruth:
         """All lights, chronological."""
         return self.light_frames
 
-    def light(self, light: int | str | ColorLightTruth) -> ColorLightTruth:
-        """Look a light up by index, relative path, or pass one through."""
-        if isinstance(light, ColorLightTruth):
-            return light
-        if isinstance(light, str):
-            for candidate in self.light_frames:
-                if candidate.path == light:
-                    return candidate
-            raise KeyError(f"no light with path {light!r}")
-        return self.light_frames[light]
-
-    def sub_to_sub_matrix(
-        self, i: int | str | ColorLightTruth, j: int | str | ColorLightTruth
-    ) -> NDArray[np.float64]:
-        """Matrix mapping sensor pixels of light ``i`` to sensor pixels of light ``j``.
-
-        Returns
-        -------
-        ndarray
-            ``T_j @ inv(T_i)``.
-        """
-        return self.light(j).sky_to_sensor @ self.light(i).sensor_to_sky
-
     def flat_response(self, channel: str) -> NDArray[np.float32]:
         """Full-resolution response of ``channel`` (median 1 on its CFA sites)."""
         return self.flat_responses[channel]
@@ -332,12 +310,6 @@ class ColorNightTruth:
         """
         stack = np.stack([self.flat_responses[c] for c in CHANNELS])
         return self.mosaic(stack)
-
-    def path(self, relative: str) -> Path:
-        """Absolute path of a frame given its relative path."""
-        if self.root is None:
-            raise ValueError("this truth has no root folder")
-        return self.root / relative
 
     def star_channel_flux_adu(self, light: int | str | ColorLightTruth) -> NDArray[np.float64]:
         """Total ``(R, G, B)`` flux of every catalogue star in ``light``, ``(n, 3)``.

@@ -242,8 +242,43 @@ class CalibrationFrameTruth:
     filter: str | None = None
 
 
+class LightLookup:
+    """Light lookup and sub-to-sub geometry shared by the mono and colour truths.
+
+    The using dataclass provides ``light_frames`` (each with ``path``, ``sky_to_sensor`` and
+    ``sensor_to_sky``) and ``root``.
+    """
+
+    def light(self, light: Any) -> Any:
+        """Look a light up by global index, relative path, or pass one through."""
+        if isinstance(light, str):
+            for candidate in self.light_frames:
+                if candidate.path == light:
+                    return candidate
+            raise KeyError(f"no light with path {light!r}")
+        if isinstance(light, int | np.integer):
+            return self.light_frames[light]
+        return light
+
+    def sub_to_sub_matrix(self, i: Any, j: Any) -> NDArray[np.float64]:
+        """Matrix mapping sensor pixels of light ``i`` to sensor pixels of light ``j``.
+
+        Returns
+        -------
+        ndarray
+            ``T_j @ inv(T_i)``.
+        """
+        return self.light(j).sky_to_sensor @ self.light(i).sensor_to_sky
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a frame given its relative path."""
+        if self.root is None:
+            raise ValueError("this truth has no root folder")
+        return self.root / relative
+
+
 @dataclass(frozen=True, eq=False)
-class NightTruth:
+class NightTruth(LightLookup):
     """Everything that went into a synthetic night.
 
     Attributes
@@ -309,38 +344,9 @@ class NightTruth:
         """Lights of one filter (all when ``filter`` is None), chronological."""
         return tuple(lt for lt in self.light_frames if filter is None or lt.filter == filter)
 
-    def light(self, light: int | str | LightTruth) -> LightTruth:
-        """Look a light up by global index, relative path, or pass one through."""
-        if isinstance(light, LightTruth):
-            return light
-        if isinstance(light, str):
-            for candidate in self.light_frames:
-                if candidate.path == light:
-                    return candidate
-            raise KeyError(f"no light with path {light!r}")
-        return self.light_frames[light]
-
-    def sub_to_sub_matrix(
-        self, i: int | str | LightTruth, j: int | str | LightTruth
-    ) -> NDArray[np.float64]:
-        """Matrix mapping sensor pixels of light ``i`` to sensor pixels of light ``j``.
-
-        Returns
-        -------
-        ndarray
-            ``T_j @ inv(T_i)``.
-        """
-        return self.light(j).sky_to_sensor @ self.light(i).sensor_to_sky
-
     def flat_response(self, filter: str) -> NDArray[np.float32]:
         """The mean-1 multiplicative flat response of ``filter``."""
         return self.flat_responses[filter]
-
-    def path(self, relative: str) -> Path:
-        """Absolute path of a frame given its relative path."""
-        if self.root is None:
-            raise ValueError("this truth has no root folder")
-        return self.root / relative
 
     def star_flux_adu(self, light: int | str | LightTruth) -> NDArray[np.float64]:
         """Total flux of every catalogue star in ``light`` (ADU, before the flat)."""
