@@ -17,7 +17,7 @@ from pipeline.config.models import RegistrationConfig
 from pipeline.errors import RegistrationError
 from pipeline.kernels.transform import warp_image
 
-__all__ = ["RegistrationSolution", "reference_score", "solve_transform", "warp_to_reference"]
+__all__ = ["RegistrationSolution", "fit_transform", "solve_transform", "warp_to_reference"]
 
 VERSION = "1"
 
@@ -253,15 +253,3 @@ def _pairs(
     single = np.isin(index_found, unique[counts == 1])
     keep = np.flatnonzero(found)[single]
     return keep, index[keep]
-
-
-def reference_score(metrics: dict) -> float:
-    """Quality score used to pick the reference sub: many bright, sharp, round stars.
-
-    ``star_count × snr / fwhm²`` favours transparent, well-focused subs; a cloudy or blurred
-    sub scores low.
-    """
-    fwhm = metrics.get("fwhm") or float("nan")
-    if not np.isfinite(fwhm) or fwhm <= 0:
-        return 0.0
-    return float(metrics.get("star_count", 0) * max(metrics.get("snr", 0.0), 0.0) / fwhm**2)
