@@ -354,6 +354,12 @@ class IntegrationConfig(_Section):
     memory_limit_mb: int = Field(
         1024, ge=64, description="Pixel data held at once while integrating (MiB)."
     )
+    autocrop: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Crop the master to the rectangle covered by at least this fraction of subs.",
+    )
 
 
 class PreviewConfig(_Section):

@@ -525,6 +525,12 @@ def integrate_group(
         image, count, low, high, per_sub = integrate_files(
             paths, [normalizations[i] for i in kept], weights[kept], config.integration
         )
+        crop = None
+        if config.integration.autocrop is not None:
+            minimum = int(np.ceil(config.integration.autocrop * len(kept)))
+            rows, cols = integrate.autocrop_box(count, minimum)
+            image, count, low, high = (a[..., rows, cols] for a in (image, count, low, high))
+            crop = [rows.start, rows.stop, cols.start, cols.stop]
         path = store.path("integrate", group.group_id, key, ".fits")
         used = [subs[i] for i in kept]
         left_out = list(excluded) + [
@@ -533,7 +539,11 @@ def integrate_group(
         write_image(
             path,
             image,
-            cards=_master_light_cards(group, used, calibration, config),
+            cards={
+                **_master_light_cards(group, used, calibration, config),
+                "LLCROP": (str(crop) if crop else "none", "Autocrop [y0, y1, x0, x1]"),
+                "LLCROPF": (config.integration.autocrop, "Autocrop coverage fraction"),
+            },
             history=_integration_history(used, left_out, config),
             extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high},
         )
@@ -552,6 +562,7 @@ def integrate_group(
                 for i in range(len(subs))
             ],
             "reference": reference_frame,
+            "crop": crop,
         }
         return {"master": store.relative(path)}, result
 

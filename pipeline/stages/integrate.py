@@ -15,7 +15,7 @@ from pipeline.kernels.combine import weighted_mean
 from pipeline.stages.normalize import Normalization
 from pipeline.stages.rejection import rejection_masks
 
-__all__ = ["IntegratedBand", "integrate_band"]
+__all__ = ["IntegratedBand", "autocrop_box", "integrate_band"]
 
 VERSION = "1"
 
@@ -68,3 +68,46 @@ def integrate_band(
         high=high.sum(axis=0).astype(np.uint16),
         rejected_per_sub=rejected,
     )
+
+
+def autocrop_box(count: np.ndarray, minimum: int) -> tuple[slice, slice]:
+    """The largest-found rectangle whose every pixel has at least ``minimum`` contributing subs.
+
+    Starting from the whole frame, the edge (top, bottom, left or right line) holding the most
+    under-covered pixels is dropped until no edge holds any; with dithering, rotations and
+    flips the under-covered area is a border, so this peels exactly that border.
+
+    Parameters
+    ----------
+    count
+        Contributing subs per pixel, (H, W) or (C, H, W) (the smallest channel count is used).
+    minimum
+        Required number of subs.
+
+    Returns
+    -------
+    rows, cols
+        Slices of the kept rectangle (empty slices if no pixel is covered well enough).
+    """
+    covered = (count.min(axis=0) if count.ndim == 3 else count) >= minimum
+    top, bottom, left, right = 0, covered.shape[0], 0, covered.shape[1]
+    while top < bottom and left < right:
+        window = covered[top:bottom, left:right]
+        bad = [
+            (~window[0]).sum(),
+            (~window[-1]).sum(),
+            (~window[:, 0]).sum(),
+            (~window[:, -1]).sum(),
+        ]
+        worst = int(np.argmax(bad))
+        if bad[worst] == 0:
+            break
+        if worst == 0:
+            top += 1
+        elif worst == 1:
+            bottom -= 1
+        elif worst == 2:
+            left += 1
+        else:
+            right -= 1
+    return slice(top, bottom), slice(left, right)
