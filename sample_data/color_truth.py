@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from sample_data import sky
 from sample_data.truth import (
     CalibrationFrameTruth,
+    LightGeometry,
     LightLookup,
     SensorTruth,
     _jsonable,
@@ -110,7 +111,7 @@ def mosaic(rgb: NDArray[np.floating], pattern: str) -> NDArray[np.floating]:
 
 
 @dataclass(frozen=True)
-class ColorLightTruth:
+class ColorLightTruth(LightGeometry):
     """Truth of one colour light sub.
 
     Attributes
@@ -155,22 +156,6 @@ class ColorLightTruth:
     sky_gradient: Triple
     sky_gradient_angle: float
     cosmic_rays: tuple[tuple[int, int, float], ...] = ()
-
-    @property
-    def sky_to_sensor(self) -> NDArray[np.float64]:
-        """The 3x3 sky -> sensor matrix as an array."""
-        return np.array(self.matrix, dtype=np.float64)
-
-    @property
-    def sensor_to_sky(self) -> NDArray[np.float64]:
-        """The inverse, sensor -> sky."""
-        return np.linalg.inv(self.sky_to_sensor)
-
-    @property
-    def rotation_deg(self) -> float:
-        """Field rotation of the sky -> sensor matrix, degrees in (-180, 180]."""
-        m = self.matrix
-        return float(np.degrees(np.arctan2(m[1][0], m[0][0])))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ColorLightTruth:

@@ -123,8 +123,33 @@ class TrailTruth:
         return (self.x0, self.y0, self.x1, self.y1)
 
 
+class LightGeometry:
+    """Sky <-> sensor geometry of a light, shared by the mono and colour light truths.
+
+    The using dataclass provides ``matrix`` (3x3 sky -> sensor, nested tuples).
+    """
+
+    matrix: Matrix3
+
+    @property
+    def sky_to_sensor(self) -> NDArray[np.float64]:
+        """The 3x3 sky -> sensor matrix as an array."""
+        return np.array(self.matrix, dtype=np.float64)
+
+    @property
+    def sensor_to_sky(self) -> NDArray[np.float64]:
+        """The inverse, sensor -> sky."""
+        return np.linalg.inv(self.sky_to_sensor)
+
+    @property
+    def rotation_deg(self) -> float:
+        """Field rotation of the sky -> sensor matrix, degrees in (-180, 180]."""
+        m = self.matrix
+        return float(np.degrees(np.arctan2(m[1][0], m[0][0])))
+
+
 @dataclass(frozen=True)
-class LightTruth:
+class LightTruth(LightGeometry):
     """Truth of one light sub.
 
     Attributes
@@ -185,22 +210,6 @@ class LightTruth:
     blurred: bool = False
     trail: TrailTruth | None = None
     cosmic_rays: tuple[tuple[int, int, float], ...] = ()
-
-    @property
-    def sky_to_sensor(self) -> NDArray[np.float64]:
-        """The 3x3 sky -> sensor matrix as an array."""
-        return np.array(self.matrix, dtype=np.float64)
-
-    @property
-    def sensor_to_sky(self) -> NDArray[np.float64]:
-        """The inverse, sensor -> sky."""
-        return np.linalg.inv(self.sky_to_sensor)
-
-    @property
-    def rotation_deg(self) -> float:
-        """Field rotation of the sky -> sensor matrix, degrees in (-180, 180]."""
-        m = self.matrix
-        return float(np.degrees(np.arctan2(m[1][0], m[0][0])))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LightTruth:
