@@ -6,7 +6,10 @@ boolean masks, of the stack's shape, flagging the REJECTED samples. NaN samples 
 
 Implementation
 --------------
-The iterative clippers sort each pixel's samples once (NaN sorts last) and track the
+Sigma and winsorized sigma clipping are compiled (:mod:`pipeline.kernels._clip_numba`):
+each pixel's survivors are found as a range of its sorted samples, and the masks follow
+from the survivor bounds; integration uses the same bounds without building masks.
+The other iterative clippers sort each pixel's samples once (NaN sorts last) and track the
 surviving samples as a contiguous index range ``[lo, hi)`` of the sorted column: a
 clipping pass removes values below ``center - low*sigma`` and above
 ``center + high*sigma``, i.e. always from the two ends, so survivors stay contiguous
@@ -32,6 +35,7 @@ from numba import njit
 from numpy.typing import ArrayLike
 from scipy.special import stdtrit
 
+from pipeline.kernels import _clip_numba as _clip
 from pipeline.kernels._common import float_array
 
 __all__ = [
@@ -50,8 +54,6 @@ __all__ = [
 MIN_SURVIVORS = 3
 
 _CHUNK_ELEMENTS = 1 << 22  # samples per processing chunk (N * pixels)
-_WINSOR_CUT = 1.5  # Huber winsorization point, in sigma
-_WINSOR_CORRECTION = 1.134  # consistency factor of the 1.5-sigma winsorized std
 _SIGMA_EPSILON = 1e-12  # sigma <= eps * (|median| + sigma) counts as zero: no rejection
 
 
@@ -192,130 +194,6 @@ def _is_zero(sigma, median):
     return ~(sigma > _SIGMA_EPSILON * (np.abs(median) + sigma))
 
 
-def _classic_sigma(sel: _Selection, lo, hi, median):
-    """Population standard deviation of the survivors (astropy ``stdfunc='std'``)."""
-    s1, s2 = sel.columns.range_sums(sel, lo, hi)
-    return np.sqrt(_variance(s1, s2, hi - lo, 0))
-
-
-def _winsorized_std(sel: _Selection, lo, hi, median, width):
-    """Sample std of the survivors clipped to ``median +- 1.5 * width``."""
-    a = median - _WINSOR_CUT * width
-    b = median + _WINSOR_CUT * width
-    ia = sel.search(a, lo, hi, inclusive=False)
-    ib = sel.search(b, ia, hi, inclusive=True)
-    offset = sel.columns.offset[sel.cols]
-    a -= offset
-    b -= offset
-    s1, s2 = sel.columns.range_sums(sel, ia, ib)
-    n_a, n_b = ia - lo, hi - ib
-    s1 += n_a * a + n_b * b
-    s2 += n_a * a * a + n_b * b * b
-    return np.sqrt(_variance(s1, s2, hi - lo, 1)), ia, ib
-
-
-def _largest_root(qa, qb, qc, upper):
-    """Largest root <= ``upper`` of ``qa w^2 + qb w + qc`` (NaN where there is none)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        disc = np.sqrt(np.maximum(qb * qb - 4.0 * qa * qc, 0.0))
-        r1 = (-qb + disc) / (2.0 * qa)
-        r2 = (-qb - disc) / (2.0 * qa)
-        linear = -qc / qb
-    r1 = np.where(qa == 0, linear, r1)
-    r2 = np.where(qa == 0, linear, r2)
-    slack = 1e-12 * upper
-    r1 = np.where(r1 <= upper + slack, r1, np.nan)
-    r2 = np.where(r2 <= upper + slack, r2, np.nan)
-    return np.fmax(r1, r2)
-
-
-def _winsorized_fixed_point(sel: _Selection, lo, hi, median, width, ia, ib):
-    """Largest ``w <= width`` with ``f(w) = w``, ``f(w) = 1.134 std(clip(x, m +- 1.5 w))``.
-
-    Between two consecutive sample crossings the clipped set is fixed (``ia - lo``
-    samples clipped low, ``hi - ib`` high), so ``f(w)**2 = w**2`` is a quadratic in
-    ``w``. Starting from the segment holding ``width`` (where ``f <= w``), walk down
-    one crossing at a time until the quadratic has a root inside the segment.
-    """
-    cols = sel.cols
-    columns = sel.columns
-    n = (hi - lo).astype(np.float64)
-    alpha = _WINSOR_CORRECTION**2 / (n - 1.0)
-    shift = median - columns.offset[cols]  # prefix sums are relative to the offset
-    result = np.zeros_like(width)
-    todo = np.arange(cols.size)
-    upper = width.copy()
-    for _ in range(columns.values.shape[0] + 1):
-        col, first, end = cols[todo], ia[todo], ib[todo]
-        t1 = columns.take(columns.c1, end, col) - columns.take(columns.c1, first, col)
-        t2 = columns.take(columns.c2, end, col) - columns.take(columns.c2, first, col)
-        inner = (end - first).astype(np.float64)
-        dm = shift[todo]
-        s1 = t1 - inner * dm  # sums of (x - median) over the unclipped samples
-        s2 = t2 - 2.0 * dm * t1 + inner * dm * dm
-        n_low, n_high = first - lo[todo], hi[todo] - end
-        clipped, excess = n_low + n_high, n_high - n_low
-        al, nn = alpha[todo], n[todo]
-        qa = al * _WINSOR_CUT**2 * (clipped - excess * excess / nn) - 1.0
-        qb = -al * 2.0 * _WINSOR_CUT * excess * s1 / nn
-        qc = al * (s2 - s1 * s1 / nn)
-        root = _largest_root(qa, qb, qc, upper[todo])
-        # widths at which the extreme unclipped samples would become clipped
-        has_inner = end > first
-        row_lo = np.maximum(np.minimum(first, end - 1), 0)
-        cross_lo = (median[todo] - columns.take(columns.values, row_lo, col)) / _WINSOR_CUT
-        cross_hi = columns.take(columns.values, np.maximum(end - 1, 0), col) - median[todo]
-        cross_hi /= _WINSOR_CUT
-        floor = np.where(has_inner, np.maximum(np.maximum(cross_lo, cross_hi), 0.0), 0.0)
-        found = (root >= floor - 1e-12 * upper[todo]) | (floor <= 0.0)
-        result[todo[found]] = np.nan_to_num(np.maximum(root[found], 0.0))
-        # no root in this run: step below the next crossing(s), clipping those samples
-        move = ~found
-        todo, floor = todo[move], floor[move]
-        upper[todo] = floor
-        ia[todo] += has_inner[move] & (cross_lo[move] >= floor)
-        ib[todo] -= (ib[todo] > ia[todo]) & (cross_hi[move] >= floor)
-        if todo.size == 0:
-            break
-    return result
-
-
-def _winsorized_sigma(sel: _Selection, lo, hi, median):
-    """PixInsight's Huber-winsorized sigma of the survivors, around their median.
-
-    PixInsight iterates ``s_{k+1} = f(s_k)`` with the cumulative winsorization
-    ``v = clip(v, m - 1.5 s_k, m + 1.5 s_k)`` (median ``m`` fixed). The intervals are
-    nested, so ``v`` is the original sample clipped at the narrowest interval so
-    far, and ``f(w) = 1.134 std(clip(x, m +- 1.5 w))`` is continuous and
-    non-decreasing in ``w``. Hence: if ``f(s0) >= s0`` the iteration stops at
-    ``f(s0)``; otherwise it decreases monotonically to the largest fixed point of
-    ``f`` below ``s0``, which is solved for exactly here instead of iterating.
-    """
-    s1, s2 = sel.columns.range_sums(sel, lo, hi)
-    sigma0 = np.sqrt(_variance(s1, s2, hi - lo, 1))
-    sigma1, ia, ib = _winsorized_std(sel, lo, hi, median, sigma0)
-    sigma1 *= _WINSOR_CORRECTION
-    descend = np.flatnonzero((sigma1 < sigma0) & ~_is_zero(sigma0, median))
-    if descend.size:
-        sub = _Selection(sel.columns, sel.cols[descend])
-        sigma1[descend] = _winsorized_fixed_point(
-            sub,
-            lo[descend],
-            hi[descend],
-            median[descend],
-            sigma1[descend],
-            *_segment(sub, lo[descend], hi[descend], median[descend], sigma1[descend]),
-        )
-    return sigma1
-
-
-def _segment(sel: _Selection, lo, hi, median, width):
-    """Clipped-range boundaries ``(ia, ib)`` at winsorization width ``width``."""
-    ia = sel.search(median - _WINSOR_CUT * width, lo, hi, inclusive=False)
-    ib = sel.search(median + _WINSOR_CUT * width, ia, hi, inclusive=True)
-    return ia, ib
-
-
 # (selection, lo, hi, median) -> sigma, all per selected pixel
 SigmaEstimator = Callable[[_Selection, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -383,6 +261,24 @@ def _clip_masks(stack, low, high, max_iterations, estimator, *, per_chunk=None):
     return low_mask.reshape(array.shape), high_mask.reshape(array.shape)
 
 
+def _compiled_clip_masks(stack, low, high, max_iterations, method):
+    """Masks of sigma / winsorized sigma clipping from the compiled survivor bounds."""
+    array = _validate_stack(stack)
+    _validate_sigmas(low, high, max_iterations)
+    n = array.shape[0]
+    flat = array.reshape(n, -1)
+    first = np.empty(flat.shape[1])
+    last = np.empty(flat.shape[1])
+    pairs = _clip.sorting_network(n)
+    _clip.clip_bounds(
+        flat, pairs, method, float(low), float(high), int(max_iterations), first, last
+    )
+    finite = np.isfinite(flat)
+    low_mask = finite & (flat < first)
+    high_mask = finite & (flat > last)
+    return low_mask.reshape(array.shape), high_mask.reshape(array.shape)
+
+
 def sigma_clip_mask(
     stack: ArrayLike, *, low: float, high: float, max_iterations: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +322,7 @@ def sigma_clip_mask(
     .. [1] PixInsight ImageIntegration documentation, "Pixel Rejection: Sigma
        Clipping", https://pixinsight.com/doc/tools/ImageIntegration/ImageIntegration.html
     """
-    return _clip_masks(stack, low, high, max_iterations, _classic_sigma)
+    return _compiled_clip_masks(stack, low, high, max_iterations, _clip.METHOD_SIGMA)
 
 
 def winsorized_sigma_clip_mask(
@@ -485,7 +381,7 @@ def winsorized_sigma_clip_mask(
     .. [2] Huber, P. J. (1981), Robust Statistics, Wiley (winsorization, 1.134
        consistency factor at 1.5 sigma).
     """
-    return _clip_masks(stack, low, high, max_iterations, _winsorized_sigma)
+    return _compiled_clip_masks(stack, low, high, max_iterations, _clip.METHOD_WINSORIZED)
 
 
 def minmax_mask(stack: ArrayLike, *, n_low: int, n_high: int) -> tuple[np.ndarray, np.ndarray]:
