@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from astropy.io import fits
@@ -34,7 +35,14 @@ from sample_data.truth import (
     TrailTruth,
 )
 
-__all__ = ["FILTERS", "GENERATOR_VERSION", "draw_truth", "generate_night", "write_frames"]
+__all__ = [
+    "FILTERS",
+    "GENERATOR_VERSION",
+    "GradientMode",
+    "draw_truth",
+    "generate_night",
+    "write_frames",
+]
 
 GENERATOR_VERSION = "1.0.0"
 FILTERS = (
@@ -85,6 +93,8 @@ SGP_FLAT = _Program("Sequence Generator Pro v4.3.0.1234", ("EXPTIME",), "Flat Fi
 MAXIM_BIAS = _Program("MaxIm DL Version 6.40", ("EXPTIME", "EXPOSURE"), "Bias Frame")
 MAXIM_DARK = _Program("MaxIm DL Version 6.40", ("EXPTIME", "EXPOSURE"), "Dark Frame")
 LIGHT_PROGRAMS = {"L": NINA_LIGHT, "Ha": SGP_LIGHT}
+GradientMode = Literal["fixed", "rotating"]
+GRADIENT_MODES: tuple[str, ...] = get_args(GradientMode)
 
 
 class _Clock:
@@ -110,6 +120,9 @@ class _LightPlan:
     specials: dict[int, str]
     flip_shift: tuple[float, float]
     gradient_angle: float
+    n_lights: int
+    gradient: GradientMode = "fixed"
+    gradient_amplitude: float = 0.02
 
 
 def generate_night(
@@ -121,6 +134,8 @@ def generate_night(
     height: int = 480,
     n_lights_per_filter: int = 10,
     stars_in_frame: int = STARS_IN_FRAME,
+    gradient: GradientMode = "fixed",
+    gradient_amplitude: float = 0.02,
 ) -> NightTruth:
     """Write a synthetic raw night and its ground truth to ``outdir``.
 
@@ -138,6 +153,16 @@ def generate_night(
         Lights per filter (at least 4); the later half is after the meridian flip.
     stars_in_frame : int
         Mean number of catalogue stars inside the frame (dense or sparse fields).
+    gradient : {"fixed", "rotating"}
+        Sky gradient of the lights. ``"fixed"``: one sky-fixed direction for the night
+        (+/- 5 degrees per sub, turned by 180 degrees on the sensor after the flip) and an
+        amplitude of ``gradient_amplitude * U(0.8, 1.2)``. ``"rotating"``: sub ``k`` of
+        each filter gets exactly ``gradient_amplitude`` along ``2 pi k / n`` (sensor frame),
+        so the gradients of a filter sum to zero, as when moonlight or light pollution
+        comes from a different direction in every sub. Both modes draw the same random
+        numbers, so stars, dithers, seeing and special subs are identical between them.
+    gradient_amplitude : float
+        Fractional sky change from the frame centre to a corner, in ``[0, 1)``.
 
     Returns
     -------
@@ -147,7 +172,8 @@ def generate_night(
     Raises
     ------
     ValueError
-        If the sensor is too small or there are too few lights for the special subs.
+        If the sensor is too small, there are too few lights for the special subs, or the
+        gradient settings are unknown or out of range.
     """
     _validate(width, height, n_lights_per_filter)
     root = Path(outdir)
@@ -160,6 +186,8 @@ def generate_night(
         seed=None if rng is not None else seed,
         root=root,
         stars_in_frame=stars_in_frame,
+        gradient=gradient,
+        gradient_amplitude=gradient_amplitude,
     )
     write_frames(truth, generator)
     truth.save(root)
@@ -177,6 +205,18 @@ def _validate(width: int, height: int, n_lights: int) -> None:
         )
 
 
+def _validate_gradient(gradient: str, amplitude: float) -> None:
+    """Reject an unknown gradient mode or an amplitude that could make the sky negative."""
+    if gradient not in GRADIENT_MODES:
+        allowed = ", ".join(repr(m) for m in GRADIENT_MODES)
+        raise ValueError(f"gradient must be one of {allowed}, got {gradient!r}")
+    if not (math.isfinite(amplitude) and 0.0 <= amplitude < 1.0):
+        raise ValueError(
+            f"gradient_amplitude must be finite and in [0, 1) (fractional sky change from "
+            f"centre to corner), got {amplitude!r}"
+        )
+
+
 def draw_truth(
     rng: np.random.Generator,
     width: int,
@@ -186,6 +226,8 @@ def draw_truth(
     seed: int | None,
     root: Path | None,
     stars_in_frame: int = STARS_IN_FRAME,
+    gradient: GradientMode = "fixed",
+    gradient_amplitude: float = 0.02,
 ) -> NightTruth:
     """Draw every random parameter of the night (no pixels rendered, nothing written).
 
@@ -203,12 +245,22 @@ def draw_truth(
         Night folder to record.
     stars_in_frame : int
         Mean number of catalogue stars inside the frame.
+    gradient : {"fixed", "rotating"}
+        Sky gradient mode of the lights (see :func:`generate_night`).
+    gradient_amplitude : float
+        Fractional sky change from the frame centre to a corner.
 
     Returns
     -------
     NightTruth
         The complete truth.
+
+    Raises
+    ------
+    ValueError
+        If the gradient settings are unknown or out of range.
     """
+    _validate_gradient(gradient, gradient_amplitude)
     shape = (height, width)
     sensor = SensorModel()
     bias = bias_frame_model(rng, shape, sensor)
@@ -217,7 +269,9 @@ def draw_truth(
     stars = _draw_stars(rng, width, height, stars_in_frame)
     nebula = _draw_nebula(rng, width, height)
     flats = _schedule_flats(rng)
-    lights, clock = _draw_lights(rng, shape, n_lights)
+    lights, clock = _draw_lights(
+        rng, shape, n_lights, gradient=gradient, gradient_amplitude=gradient_amplitude
+    )
     darks, biases = _schedule_darks_and_bias(rng, clock)
     return NightTruth(
         version=GENERATOR_VERSION,
@@ -386,7 +440,12 @@ def _schedule_darks_and_bias(
 
 
 def _draw_lights(
-    rng: np.random.Generator, shape: tuple[int, int], n_lights: int
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    n_lights: int,
+    *,
+    gradient: GradientMode = "fixed",
+    gradient_amplitude: float = 0.02,
 ) -> tuple[tuple[LightTruth, ...], _Clock]:
     """Lights in session order: L then Ha before the flip, L then Ha after it."""
     chosen = rng.choice(np.arange(1, n_lights), size=3, replace=False)
@@ -397,6 +456,9 @@ def _draw_lights(
         },
         flip_shift=tuple(float(v) for v in rng.uniform(-FLIP_SHIFT_PX, FLIP_SHIFT_PX, 2)),
         gradient_angle=float(rng.uniform(0.0, 2 * math.pi)),
+        n_lights=n_lights,
+        gradient=gradient,
+        gradient_amplitude=gradient_amplitude,
     )
     clock = _Clock(LIGHTS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
     n_before = n_lights - n_lights // 2
@@ -432,6 +494,14 @@ def _draw_light(
     shift = rng.uniform(-DITHER_PX, DITHER_PX, 2) + (plan.flip_shift if flipped else 0.0)
     matrix = sky.dither_matrix(((width - 1) / 2, (height - 1) / 2), angle, tuple(shift))
     gradient_angle = plan.gradient_angle + math.radians(rng.normal(0.0, 5.0))
+    # Drawn in both modes (same order as before) so that "rotating" changes nothing else.
+    gradient_factor = float(rng.uniform(0.8, 1.2))
+    if plan.gradient == "rotating":
+        sky_gradient = plan.gradient_amplitude
+        sky_gradient_angle = 2 * math.pi * k / plan.n_lights
+    else:
+        sky_gradient = plan.gradient_amplitude * gradient_factor
+        sky_gradient_angle = (gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi)
     return LightTruth(
         index=index,
         filter_index=k,
@@ -444,8 +514,8 @@ def _draw_light(
         fwhm=fwhm,
         transmission=transmission,
         sky_adu=sky_rate * filt.exposure / SensorModel().gain,
-        sky_gradient=0.02 * float(rng.uniform(0.8, 1.2)),
-        sky_gradient_angle=(gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi),
+        sky_gradient=sky_gradient,
+        sky_gradient_angle=sky_gradient_angle,
         flipped=flipped,
         cloudy=special == "cloudy",
         blurred=special == "blurred",

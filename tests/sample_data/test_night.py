@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -369,3 +370,91 @@ def test_noise_model_matches_expected_raw(truth: NightTruth) -> None:
     variance = (expected - truth.bias_pattern) / gain + (truth.sensor.read_noise / gain) ** 2
     z = ((raw - expected) / np.sqrt(variance))[mask]
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
+
+
+def test_default_gradient_is_the_fixed_golden_night(tmp_path: Path) -> None:
+    """Values recorded before the ``gradient`` option existed: the fixed path is unchanged."""
+    truth = generate_night(tmp_path, seed=7, **SMALL)
+    golden = [
+        (0.020015360844985067, 0.9938032306182052),
+        (0.022445007680084644, 0.8121692992161789),
+        (0.01780624970290666, 0.9932777257743994),
+    ]
+    got = [(lt.sky_gradient, lt.sky_gradient_angle) for lt in truth.light_frames[:3]]
+    np.testing.assert_allclose(got, golden, rtol=1e-12)
+
+
+def test_explicit_fixed_gradient_equals_default(tmp_path: Path) -> None:
+    a = generate_night(tmp_path / "a", seed=3, **SMALL)
+    b = generate_night(tmp_path / "b", seed=3, gradient="fixed", gradient_amplitude=0.02, **SMALL)
+    assert a.light_frames == b.light_frames
+    for light in a.light_frames:
+        assert a.path(light.path).read_bytes() == b.path(light.path).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def fixed_and_rotating(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[NightTruth, NightTruth]:
+    """Two small nights from one seed that differ only by the gradient mode."""
+    root = tmp_path_factory.mktemp("gradients")
+    fixed = generate_night(root / "fixed", seed=5, **SMALL)
+    rotating = generate_night(
+        root / "rotating", seed=5, gradient="rotating", gradient_amplitude=0.05, **SMALL
+    )
+    return fixed, rotating
+
+
+def test_rotating_gradient_turns_evenly_per_filter(
+    fixed_and_rotating: tuple[NightTruth, NightTruth],
+) -> None:
+    rotating = fixed_and_rotating[1]
+    for name in rotating.filters:
+        lights = sorted(rotating.lights(name), key=lambda lt: lt.filter_index)
+        n = len(lights)
+        assert [lt.filter_index for lt in lights] == list(range(n))
+        assert all(lt.sky_gradient == 0.05 for lt in lights)
+        angles = np.array([lt.sky_gradient_angle for lt in lights])
+        np.testing.assert_allclose(angles, 2 * np.pi * np.arange(n) / n, atol=1e-12)
+        vectors = np.column_stack([np.cos(angles), np.sin(angles)])
+        np.testing.assert_allclose(vectors.sum(axis=0), 0.0, atol=1e-12)
+
+
+def test_rotating_gradient_changes_only_the_background(
+    fixed_and_rotating: tuple[NightTruth, NightTruth],
+) -> None:
+    fixed, rotating = fixed_and_rotating
+    np.testing.assert_array_equal(fixed.stars, rotating.stars)
+    np.testing.assert_array_equal(fixed.hot_pixels, rotating.hot_pixels)
+    for a, b in zip(fixed.light_frames, rotating.light_frames, strict=True):
+        same_sky = dataclasses.replace(
+            b, sky_gradient=a.sky_gradient, sky_gradient_angle=a.sky_gradient_angle
+        )
+        assert same_sky == a
+    light_f, light_r = fixed.lights("L")[1], rotating.lights("L")[1]
+    np.testing.assert_array_equal(fixed.star_image(light_f), rotating.star_image(light_r))
+    assert not np.allclose(fixed.clean_background(light_f), rotating.clean_background(light_r))
+    # The written files differ by the expected background tilt and by noise only.
+    observed = _raw(rotating, light_r.path) - _raw(fixed, light_f.path)
+    expected = rotating.expected_raw(light_r) - fixed.expected_raw(light_f)
+    y, x = np.indices(observed.shape)
+    design = np.column_stack([np.ones(x.size), x.ravel(), y.ravel()])
+    fit_observed = np.linalg.lstsq(design, observed.ravel(), rcond=None)[0]
+    fit_expected = np.linalg.lstsq(design, expected.ravel(), rcond=None)[0]
+    span = np.array([1.0, observed.shape[1], observed.shape[0]])
+    tilt = np.abs(fit_expected[1:] * span[1:]).max()
+    assert tilt > 10.0
+    np.testing.assert_allclose(fit_observed * span, fit_expected * span, atol=0.05 * tilt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gradient": "spinning"}, r"gradient must be one of 'fixed', 'rotating', got 'spinning'"),
+        ({"gradient_amplitude": -0.1}, r"gradient_amplitude must be .* in \[0, 1\).*-0.1"),
+        ({"gradient_amplitude": float("nan")}, r"gradient_amplitude must be .*nan"),
+    ],
+)
+def test_rejects_bad_gradient_settings(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        generate_night(tmp_path, **SMALL, **kwargs)
