@@ -44,15 +44,18 @@ def _write_subs(folder: Path, count: int, width: int, height: int) -> list[str]:
 
 
 def _run_linearlink(paths: list[str], memory_limit_mb: float) -> None:
-    from pipeline.config.models import IntegrationConfig, WinsorizedSigmaRejection
+    from pipeline.config.models import WinsorizedSigmaRejection
     from pipeline.engine.tasks import integrate_files
     from pipeline.stages.normalize import Normalization
 
-    config = IntegrationConfig(
-        rejection=WinsorizedSigmaRejection(), memory_limit_mb=int(memory_limit_mb)
-    )
     normalizations = [Normalization((1.0,), (0.0,)) for _ in paths]
-    integrate_files(paths, normalizations, np.ones(len(paths)), config)
+    integrate_files(
+        paths,
+        normalizations,
+        np.ones(len(paths)),
+        WinsorizedSigmaRejection(),
+        memory_limit_mb=memory_limit_mb,
+    )
 
 
 def _run_ccdproc(paths: list[str], memory_limit_mb: float) -> None:

@@ -123,43 +123,73 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _describe_error(error: Mapping[str, Any]) -> str:
-    location = [str(part) for part in error["loc"]]
+    raw = [str(part) for part in error["loc"]]
     # Discriminated unions add the tag to the location: drop it, the YAML has no such key.
-    location = [part for part in location if not _is_union_tag(part)]
+    location = [part for part in raw if not _is_union_tag(part)]
     dotted = ".".join(location) or "(top level)"
     value = error.get("input")
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(location[:-1])
+        tagged = _METHOD_MODELS.get(raw[-2]) if len(raw) > 1 else None
+        allowed = sorted(tagged.model_fields) if tagged else _allowed_keys(location[:-1])
         message = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        if tagged is not None and allowed == ["method"]:
+            message += f" (method {raw[-2]!r} takes no settings; choose another method to set it)"
         return f"{dotted}: {message}"
     if error["type"] == "union_tag_not_found":
-        return (
-            f"{dotted}: no 'method' given; add one of: "
-            "'none', 'sigma_clip', 'winsorized_sigma', 'minmax'"
-        )
+        methods = ", ".join(repr(tag) for tag in _tags_of(location))
+        return f"{dotted}: no 'method' given; add one of: {methods}"
     if error["type"] == "union_tag_invalid":
         message = f"unknown method; allowed: {error['ctx']['expected_tags']}"
         value = error["ctx"].get("tag", value)
     return f"{dotted}: {_short(value)} is not allowed: {message}"
 
 
+def _method_models() -> dict[str, type[BaseModel]]:
+    """Every tagged-union member of the configuration, by its ``method`` tag."""
+    found: dict[str, type[BaseModel]] = {}
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            method = annotation.model_fields.get("method")
+            tags = typing.get_args(method.annotation) if method is not None else ()
+            if len(tags) == 1 and isinstance(tags[0], str):
+                found[tags[0]] = annotation
+            for field in annotation.model_fields.values():
+                visit(field.annotation)
+            return
+        for arg in typing.get_args(annotation):
+            visit(arg)
+
+    visit(PipelineConfig)
+    return found
+
+
+_METHOD_MODELS = _method_models()
+
+
 def _is_union_tag(part: str) -> bool:
-    return part in _UNION_TAGS
+    return part in _METHOD_MODELS
 
 
-_UNION_TAGS = {
-    "none",
-    "sigma_clip",
-    "winsorized_sigma",
-    "minmax",
-    "psf_signal",
-    "psf_snr",
-    "snr",
-    "noise",
-    "star_count",
-    "formula",
-}
+def _tags_of(location: list[str]) -> list[str]:
+    """The method tags allowed at ``location`` (a tagged-union field)."""
+    model: Any = PipelineConfig
+    annotation: Any = None
+    for part in location:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return sorted(_METHOD_MODELS)
+        annotation = field.annotation
+        model = _model_of(annotation)
+    members = [m for m in _METHOD_MODELS.values() if _contains(annotation, m)]
+    return [tag for tag, m in _METHOD_MODELS.items() if m in members]
+
+
+def _contains(annotation: Any, model: type[BaseModel]) -> bool:
+    if annotation is model:
+        return True
+    return any(_contains(arg, model) for arg in typing.get_args(annotation))
 
 
 def _short(value: Any) -> str:

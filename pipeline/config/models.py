@@ -251,12 +251,27 @@ class RegistrationConfig(_Section):
     )
 
 
+class LocalNormalizationConfig(_Section):
+    """PixInsight-style local normalization: per-sub smooth background model + global scale."""
+
+    scale: int = Field(
+        1024, ge=32, description="Smallest structure size (px) the background model follows."
+    )
+    reference_subs: int = Field(
+        20, ge=1, description="The LN reference integrates this many best-weighted subs."
+    )
+
+
 class NormalizationConfig(_Section):
-    """Global normalization of registered subs before rejection and averaging."""
+    """Normalization of registered subs before rejection and averaging."""
 
     method: Literal["additive_scaling", "additive", "multiplicative", "none"] = Field(
         "additive_scaling",
         description="How each sub's level and scale are matched to the reference.",
+    )
+    local: LocalNormalizationConfig | None = Field(
+        default_factory=LocalNormalizationConfig,
+        description="Local normalization (matches gradients sub to sub); null to turn off.",
     )
 
 
@@ -345,14 +360,28 @@ class SelectionConfig(_Section):
     )
 
 
+class IntegrationMaps(_Section):
+    """Per-pixel maps written as extensions of the master (FITS HDUs)."""
+
+    count: bool = Field(True, description="COUNT: subs contributing to each pixel.")
+    rejection: bool = Field(True, description="REJLOW / REJHIGH: pixels rejected low / high.")
+    noise: bool = Field(False, description="NOISE: noise estimate of the master per pixel.")
+
+
 class IntegrationConfig(_Section):
     """Stacking registered subs into the master light."""
 
     rejection: Rejection = Field(
-        default_factory=SigmaClipRejection, description="Pixel rejection method."
+        default_factory=AutoRejection,
+        description="Pixel rejection method (auto: WBPP's choice by number of subs).",
     )
-    memory_limit_mb: int = Field(
-        1024, ge=64, description="Pixel data held at once while integrating (MiB)."
+    memory_limit_mb: int | None = Field(
+        None,
+        ge=400,
+        description="Peak memory of an integration (MiB); null: a quarter of this machine's RAM.",
+    )
+    maps: IntegrationMaps = Field(
+        default_factory=lambda: IntegrationMaps(), description="Per-pixel maps saved."
     )
     autocrop: float | None = Field(
         None,

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 from PIL import Image
 
 from pipeline import __version__
-from pipeline.config.models import IntegrationConfig, PipelineConfig, Rejection
+from pipeline.config.models import PipelineConfig, Rejection
 from pipeline.engine.store import Store
-from pipeline.engine.tiling import row_bands
+from pipeline.engine.tiling import band_height, default_memory_limit_mb, row_bands
 from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
 from pipeline.frames import FrameMetadata
 from pipeline.io.fits import ImageReader, read_image, write_image
@@ -101,7 +104,7 @@ def master_frame(
         paths = [frame.path for frame in group.frames]
         scales = _flat_scales(paths, offset) if kind == "flat" else None
         image, low, high = _stack_files(
-            paths, rejection, config.integration.memory_limit_mb, offset=offset, scales=scales
+            paths, rejection, memory_limit(config), offset=offset, scales=scales
         )
         if kind == "flat":
             image = calibrate.normalize_master_flat(image, pattern)
@@ -197,7 +200,7 @@ def _write_mask(path: Path, defects: np.ndarray, dark: Record) -> None:
     hdu = fits.PrimaryHDU(defects.astype(np.uint8))
     hdu.header["IMAGETYP"] = "DEFECT MAP"
     hdu.header["LLCODES"] = ("0 good, 1 hot, 2 cold", "Pixel codes")
-    hdu.header["LLDARK"] = (Path(dark["outputs"]["master"]).name[:68], "Master dark searched")
+    hdu.header["LLDARK"] = Path(dark["outputs"]["master"]).name[:68]  # master dark searched
     temporary = path.with_name(f".{path.name}.tmp")
     hdu.writeto(temporary, overwrite=True)
     temporary.replace(path)
@@ -254,7 +257,10 @@ def _stack_files(
         _check_shapes(readers, shape)
         image = np.empty(shape, dtype=np.float32)
         low = high = 0
-        for rows in row_bands(shape, len(paths), memory_limit_mb):
+        height = band_height(
+            shape, len(paths), memory_limit_mb=memory_limit_mb, workers=1, compiled=False
+        )
+        for rows in row_bands(shape[-2], height):
             stack = np.stack([reader.read(rows) for reader in readers])
             if offset is not None:
                 stack -= offset[..., rows, :]
@@ -491,11 +497,12 @@ def _registered_cards(light: Record, solution: register.RegistrationSolution) ->
 
 
 def integration_key(group_id: str, register_keys: Sequence[str], config: PipelineConfig) -> str:
-    """Cache key of one group's integration."""
+    """Cache key of one group's integration (the memory limit changes only the banding)."""
+    integration = config.integration.model_copy(update={"memory_limit_mb": None})
     return keys.stage_key(
         "integrate",
         integrate.VERSION + normalize.VERSION + select.VERSION,
-        [config.normalization, config.integration, config.weighting, config.selection],
+        [config.normalization, integration, config.weighting, config.selection],
         [group_id] + list(register_keys),
     )
 
@@ -522,33 +529,55 @@ def integrate_group(
         normalizations, weights, dropped = _weights_and_exclusions(subs, reference_frame, config)
         kept = [i for i, reason in enumerate(dropped) if reason is None]
         paths = [store.absolute(subs[i]["register"]["outputs"]["registered"]) for i in kept]
-        image, count, low, high, per_sub = integrate_files(
-            paths, [normalizations[i] for i in kept], weights[kept], config.integration
+        used_norms = [normalizations[i] for i in kept]
+        local = config.normalization.local
+        if local is not None:
+            used_norms = _local_normalizations(paths, used_norms, weights[kept], config)
+        noise = [_sub_noise(subs[i]) for i in kept]
+        integrated = integrate_files(
+            paths,
+            used_norms,
+            weights[kept],
+            config.integration.rejection,
+            memory_limit_mb=memory_limit(config),
+            workers=config.engine.workers,
+            sub_noise=noise,
         )
+        maps = {
+            "COUNT": integrated.count,
+            "REJLOW": integrated.low,
+            "REJHIGH": integrated.high,
+            "NOISE": integrated.noise,
+        }
+        image = integrated.image
         crop = None
         if config.integration.autocrop is not None:
             minimum = int(np.ceil(config.integration.autocrop * len(kept)))
-            rows, cols = integrate.autocrop_box(count, minimum)
-            image, count, low, high = (a[..., rows, cols] for a in (image, count, low, high))
+            rows, cols = integrate.autocrop_box(integrated.count, minimum)
+            image = image[..., rows, cols]
+            maps = {name: data[..., rows, cols] for name, data in maps.items()}
             crop = [rows.start, rows.stop, cols.start, cols.stop]
         path = store.path("integrate", group.group_id, key, ".fits")
         used = [subs[i] for i in kept]
         left_out = list(excluded) + [
             {**sub, "excluded": reason} for sub, reason in zip(subs, dropped, strict=True) if reason
         ]
+        rejection = integrate.resolve_rejection(config.integration.rejection, len(kept))
         write_image(
             path,
             image,
             cards={
                 **_master_light_cards(group, used, calibration, config),
+                "LLREJECT": (rejection.method, "Rejection method"),
+                "LLLOCALN": (local.scale if local else "off", "Local normalization scale (px)"),
                 "LLCROP": (str(crop) if crop else "none", "Autocrop [y0, y1, x0, x1]"),
                 "LLCROPF": (config.integration.autocrop, "Autocrop coverage fraction"),
             },
             history=_integration_history(used, left_out, config),
-            extra_hdus={"COUNT": count, "REJLOW": low, "REJHIGH": high},
+            extra_hdus=_selected_maps(maps, config.integration.maps),
         )
         pixels = float(image.size)
-        rejected = dict(zip(kept, per_sub, strict=True))
+        rejected = dict(zip(kept, integrated.rejected_per_sub, strict=True))
         result = {
             "group": group.group_id,
             "ncombine": len(kept),
@@ -557,6 +586,9 @@ def integrate_group(
             "excluded": {sub["frame"]: r for sub, r in zip(subs, dropped, strict=True) if r},
             "weights": [float(w) for w in weights],
             "normalization": [{"factor": n.factor, "offset": n.offset} for n in normalizations],
+            "local_normalization": local.model_dump() if local else None,
+            "rejection": rejection.model_dump(),
+            "maps": list(_selected_maps(maps, config.integration.maps)),
             "rejected_fraction": [
                 [float(v) / pixels for v in rejected[i]] if i in rejected else None
                 for i in range(len(subs))
@@ -567,6 +599,54 @@ def integrate_group(
         return {"master": store.relative(path)}, result
 
     return cached(store, "integrate", key, compute)
+
+
+def _sub_noise(sub: Record) -> float:
+    """The measured noise of a calibrated sub (1 where it could not be measured)."""
+    noise = sub["measure"]["result"]["metrics"].get("noise")
+    return float(noise) if noise is not None and np.isfinite(noise) and noise > 0 else 1.0
+
+
+def _selected_maps(maps: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]:
+    names = {"COUNT": wanted.count, "REJLOW": wanted.rejection, "REJHIGH": wanted.rejection}
+    names["NOISE"] = wanted.noise
+    return {name: data for name, data in maps.items() if names[name]}
+
+
+def _local_normalizations(
+    paths: Sequence[Path],
+    normalizations: Sequence[normalize.Normalization],
+    weights: np.ndarray,
+    config: PipelineConfig,
+) -> list[normalize.LocalNormalization]:
+    """Local normalization of every sub to an integration of the best-weighted subs.
+
+    The LN reference averages the ``reference_subs`` best subs, globally normalized, with
+    equal weights and the configured rejection: gradients that differ from sub to sub
+    largely cancel in it, instead of the best sub's own gradient being imposed on all.
+    """
+    local = config.normalization.local
+    best = np.argsort(-np.asarray(weights), kind="stable")[: local.reference_subs]
+    reference = integrate_files(
+        [paths[i] for i in best],
+        [normalizations[i] for i in best],
+        np.ones(len(best)),
+        config.integration.rejection,
+        memory_limit_mb=memory_limit(config),
+        workers=config.engine.workers,
+    ).image
+
+    def model(index: int) -> normalize.LocalNormalization:
+        return normalize.local_normalization(
+            reference,
+            read_image(paths[index]),
+            factor=normalizations[index].factor,
+            scale=local.scale,
+        )
+
+    tasks = [dask.delayed(model)(i) for i in range(len(paths))]
+    workers = max(1, config.engine.workers or min(4, os.cpu_count() or 1))
+    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
 
 
 def _weights_and_exclusions(
@@ -592,17 +672,46 @@ def _weights_and_exclusions(
     return normalizations, weights, dropped
 
 
+@dataclasses.dataclass(frozen=True)
+class IntegrationResult:
+    """A master and its per-pixel maps, plus the (N, 2) low/high rejected counts per sub."""
+
+    image: np.ndarray
+    count: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    noise: np.ndarray
+    rejected_per_sub: np.ndarray
+
+
+def memory_limit(config: PipelineConfig) -> float:
+    """The configured integration memory limit in MiB (default: a share of this machine)."""
+    limit = config.integration.memory_limit_mb
+    return float(limit) if limit is not None else float(default_memory_limit_mb())
+
+
+# Integrations of different groups run one at a time in a process, each with the whole limit.
+_INTEGRATION_LOCK = threading.Lock()
+
+
 def integrate_files(
     paths: Sequence[str | Path],
-    normalizations: Sequence[normalize.Normalization],
+    normalizations: Sequence[normalize.Normalization | normalize.LocalNormalization],
     weights: np.ndarray,
-    config: IntegrationConfig,
+    rejection: Rejection,
     *,
-    memory_limit_mb: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    memory_limit_mb: float,
+    workers: int | None = None,
+    sub_noise: Sequence[float] | None = None,
+    bands: Sequence[slice] | None = None,
+) -> IntegrationResult:
     """Integrate registered sub files band by band, the sub axis whole, in bounded memory.
 
-    Every file is read once in total: each band reads just its rows from each file.
+    The rows are split into bands sized so that ``workers`` bands in flight, the master and
+    its maps stay under ``memory_limit_mb``; each band is a dask task that reads just its
+    rows of every file (positioned reads, so each file is read once in total) and rejects
+    and averages them. Bands are independent per pixel: the master equals the in-memory
+    integration bit for bit, whatever the banding.
 
     Parameters
     ----------
@@ -610,38 +719,67 @@ def integrate_files(
         Registered subs (same shape).
     normalizations, weights
         Per-sub normalization and weight.
-    config
-        Integration settings (rejection, memory limit).
+    rejection
+        Rejection method.
     memory_limit_mb
-        Overrides ``config.memory_limit_mb`` (tests use it to force many uneven bands).
-
-    Returns
-    -------
-    image, count, low, high, rejected_per_sub
-        The master, contributing-sub count, low/high rejection counts per pixel, and the
-        (N, 2) low/high rejected pixel counts per sub.
+        Limit on the resident memory of the integration (MiB).
+    workers
+        Bands processed at once (default: the number of CPUs, at most 4).
+    sub_noise
+        Noise sigma of each sub (for the master's noise map).
+    bands
+        Explicit row bands (tests use uneven ones); default: from the memory limit.
     """
-    limit = config.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
     readers = [ImageReader(path) for path in paths]
     try:
         shape = readers[0].shape
         _check_shapes(readers, shape)
-        image = np.empty(shape, dtype=np.float32)
-        count = np.empty(shape, dtype=np.uint16)
-        low = np.empty(shape, dtype=np.uint16)
-        high = np.empty(shape, dtype=np.uint16)
-        per_sub = np.zeros((len(paths), 2), dtype=np.int64)
-        for rows in row_bands(shape, len(paths), limit):
-            stack = np.stack([reader.read(rows) for reader in readers])
-            band = integrate.integrate_band(
-                stack, normalizations=normalizations, weights=weights, config=config
+        if bands is None:
+            compiled = integrate.is_compiled(rejection, len(paths))
+            height = band_height(
+                shape,
+                len(paths),
+                memory_limit_mb=memory_limit_mb,
+                workers=workers,
+                compiled=compiled,
             )
-            image[..., rows, :] = band.image
-            count[..., rows, :] = band.count
-            low[..., rows, :] = band.low
-            high[..., rows, :] = band.high
-            per_sub += band.rejected_per_sub
-        return image, count, low, high, per_sub
+            bands = list(row_bands(shape[-2], height))
+        result = IntegrationResult(
+            image=np.empty(shape, dtype=np.float32),
+            count=np.empty(shape, dtype=np.uint16),
+            low=np.empty(shape, dtype=np.uint16),
+            high=np.empty(shape, dtype=np.uint16),
+            noise=np.empty(shape, dtype=np.float32),
+            rejected_per_sub=np.zeros((len(paths), 2), dtype=np.int64),
+        )
+        per_band = [None] * len(bands)
+
+        def integrate_rows(index: int, rows: slice) -> None:
+            stack = np.empty(
+                (len(readers),) + shape[:-2] + (rows.stop - rows.start, shape[-1]), dtype=np.float32
+            )
+            for position, reader in enumerate(readers):
+                stack[position] = reader.read(rows)
+            band = integrate.integrate_band(
+                stack,
+                normalizations=normalizations,
+                weights=weights,
+                rejection=rejection,
+                sub_noise=sub_noise,
+                rows=rows,
+                overwrite=True,
+            )
+            del stack
+            for name in ("image", "count", "low", "high", "noise"):
+                getattr(result, name)[..., rows, :] = getattr(band, name)
+            per_band[index] = band.rejected_per_sub
+
+        tasks = [dask.delayed(integrate_rows)(i, rows) for i, rows in enumerate(bands)]
+        with _INTEGRATION_LOCK:
+            dask.compute(*tasks, scheduler="threads", num_workers=min(workers, len(bands)))
+        result.rejected_per_sub[:] = np.sum(per_band, axis=0)
+        return result
     finally:
         for reader in readers:
             reader.close()
@@ -651,7 +789,6 @@ def _master_light_cards(
     group: FrameGroup, subs: Sequence[Record], calibration: dict, config: PipelineConfig
 ) -> dict:
     first = group.frames[0]
-    rejection = config.integration.rejection
     return {
         "IMAGETYP": "MASTER LIGHT",
         "FILTER": group.filter,
@@ -665,7 +802,6 @@ def _master_light_cards(
         "YBINNING": group.binning[1],
         "LLGROUP": (group.group_id[:68], "LinearLink group"),
         "LLNORM": (config.normalization.method, "Normalization"),
-        "LLREJECT": (rejection.method, "Rejection method"),
         "LLWEIGHT": (config.weighting.weights.method, "Weighting"),
         "MBIAS": _name(calibration.get("bias")),
         "MDARK": _name(calibration.get("dark")),

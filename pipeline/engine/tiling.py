@@ -1,32 +1,85 @@
-"""Row bands for processing stacks of frames in bounded memory."""
+"""Row bands for integrating stacks of frames within a memory limit."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-__all__ = ["row_bands"]
+from pipeline.errors import IntegrationError
 
-# A stacked band is held several times over while rejecting (stack, normalized copy, masks,
-# sorted temporaries); this factor keeps the real peak inside the configured limit.
-_WORKING_COPIES = 6
+__all__ = [
+    "MASTER_BYTES_PER_PIXEL",
+    "RESERVE_MB",
+    "band_height",
+    "default_memory_limit_mb",
+    "row_bands",
+]
+
+#: Resident memory of the process besides pixel data: interpreter, numpy, numba, astropy
+#: and dask code, compiled kernels, per-thread buffers.
+RESERVE_MB = 320
+
+#: Bytes per master pixel held for the whole run: image and noise (float32), count and
+#: low/high rejection counts (uint16).
+MASTER_BYTES_PER_PIXEL = 4 + 4 + 2 + 2 + 2
+
+#: Copies of a band held while integrating it: the compiled rejectors normalize in place
+#: and reject and average in one pass; mask-based rejectors add boolean masks and the
+#: sorted chunks of their kernels.
+_COPIES_COMPILED = 1.15
+_COPIES_MASKED = 3.0
 
 
-def row_bands(shape: tuple[int, ...], frames: int, memory_limit_mb: float) -> Iterator[slice]:
-    """Split the rows of images of ``shape`` into bands whose stacks fit the memory limit.
+def default_memory_limit_mb() -> int:
+    """A safe share of this machine for integration: a quarter of RAM, 512 MiB to 16 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        total = 4096.0
+    return int(min(16384, max(512, total / 4)))
+
+
+def band_height(
+    shape: tuple[int, ...], frames: int, *, memory_limit_mb: float, workers: int, compiled: bool
+) -> int:
+    """Rows per band so that ``workers`` bands in flight plus the master fit the limit.
 
     Parameters
     ----------
     shape
         Image shape, (rows, cols) or (channels, rows, cols).
     frames
-        Number of frames stacked together.
+        Number of subs stacked together (the sub axis is never split).
     memory_limit_mb
-        Budget for one band's working data, in MiB.
+        Limit on the integration's resident memory, in MiB.
+    workers
+        Bands processed at the same time.
+    compiled
+        Whether the rejection runs as the fused compiled pass (fewer copies).
+
+    Raises
+    ------
+    IntegrationError
+        If the limit cannot hold the master and one row of every sub.
     """
+    pixels = 1
+    for extent in shape:
+        pixels *= extent
     rows = shape[-2]
-    bytes_per_row = max(1, frames) * 4 * _WORKING_COPIES
-    for extent in shape[:-2] + shape[-1:]:
-        bytes_per_row *= extent
-    band = max(1, min(rows, int(memory_limit_mb * 2**20) // bytes_per_row))
-    for start in range(0, rows, band):
-        yield slice(start, min(rows, start + band))
+    budget = memory_limit_mb * 2**20 - RESERVE_MB * 2**20 - pixels * MASTER_BYTES_PER_PIXEL
+    copies = _COPIES_COMPILED if compiled else _COPIES_MASKED
+    bytes_per_row = max(1, frames) * 4 * copies * pixels / rows
+    height = int(budget // (bytes_per_row * max(1, workers)))
+    if height < 1:
+        needed = (RESERVE_MB * 2**20 + pixels * MASTER_BYTES_PER_PIXEL + bytes_per_row) / 2**20
+        raise IntegrationError(
+            f"integration.memory_limit_mb={memory_limit_mb:g} is too small for {frames} subs "
+            f"of shape {tuple(shape)}: at least {needed:.0f} MiB are needed; raise it"
+        )
+    return min(rows, height)
+
+
+def row_bands(rows: int, height: int) -> Iterator[slice]:
+    """Consecutive slices of ``height`` rows (the last one shorter) covering ``rows``."""
+    for start in range(0, rows, height):
+        yield slice(start, min(rows, start + height))

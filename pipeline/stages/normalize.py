@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config.models import NormalizationConfig
+from pipeline.kernels.localnorm import background_grid
 
-__all__ = ["Normalization", "normalize_subs"]
+__all__ = ["LocalNormalization", "Normalization", "local_normalization", "normalize_subs"]
 
 VERSION = "1"
 
@@ -27,6 +28,26 @@ class Normalization:
 
     factor: tuple[float, ...]
     offset: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LocalNormalization:
+    """PixInsight-style local normalization of one sub: ``v'_c = factor[c] * v_c + A0_c(x, y)``.
+
+    Attributes
+    ----------
+    factor
+        Global scale per channel (from matched-star photometry).
+    grids
+        Per channel, the node grid of the smooth background model ``A0`` (see
+        :mod:`pipeline.kernels.localnorm`).
+    shape
+        (rows, cols) of the full image the grids describe.
+    """
+
+    factor: tuple[float, ...]
+    grids: tuple[np.ndarray, ...]
+    shape: tuple[int, int]
 
 
 def normalize_subs(
@@ -65,3 +86,37 @@ def normalize_subs(
         Normalization(tuple(map(float, f)), tuple(map(float, o)))
         for f, o in zip(factors, offsets, strict=True)
     ]
+
+
+def local_normalization(
+    reference: np.ndarray, sub: np.ndarray, *, factor: Sequence[float], scale: int
+) -> LocalNormalization:
+    """Local normalization of a registered sub to the LN reference.
+
+    The global scale ``factor`` (per channel, from matched-star photometry) matches the
+    sub's signal to the reference; the smooth model of ``reference - factor * sub`` at
+    ``scale`` pixels is the local offset ``A0(x, y)``, so ``factor * sub + A0`` has the
+    reference's background, gradients included, and its brightness.
+
+    Parameters
+    ----------
+    reference, sub
+        (rows, cols) or (channels, rows, cols) images on the same grid; NaN is no data.
+    factor
+        Global scale per channel (one value applies to every channel).
+    scale
+        Smallest structure (px) the background model follows.
+    """
+    if reference.shape != sub.shape:
+        raise ValueError(
+            f"LN reference shape {reference.shape} differs from the sub's {sub.shape}; "
+            "both must be registered to the same grid"
+        )
+    planes_ref = reference[None] if reference.ndim == 2 else reference
+    planes_sub = sub[None] if sub.ndim == 2 else sub
+    factors = tuple(float(factor[min(c, len(factor) - 1)]) for c in range(planes_sub.shape[0]))
+    grids = tuple(
+        background_grid(ref - np.float32(f) * plane, scale=scale)
+        for ref, plane, f in zip(planes_ref, planes_sub, factors, strict=True)
+    )
+    return LocalNormalization(factors, grids, (int(sub.shape[-2]), int(sub.shape[-1])))

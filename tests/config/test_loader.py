@@ -77,10 +77,18 @@ def test_schema_is_json_and_names_every_section():
     assert set(schema["properties"]) == set(PipelineConfig.model_fields)
 
 
-def test_override_inside_an_unset_method_keeps_the_default_method():
-    config = load_config(None, ["integration.rejection.high=2.5"])
-    assert config.integration.rejection.method == "sigma_clip"
+def test_override_of_a_method_setting_keeps_the_other_defaults():
+    config = load_config(
+        None, ["integration.rejection.method=winsorized_sigma", "integration.rejection.high=2.5"]
+    )
+    assert config.integration.rejection.method == "winsorized_sigma"
     assert config.integration.rejection.high == 2.5
+    assert config.integration.rejection.low == 4.0
+
+
+def test_setting_of_a_method_without_settings_says_to_choose_another():
+    with pytest.raises(ConfigError, match="method 'auto' takes no settings; choose another"):
+        load_config(None, ["integration.rejection.high=2.5"])
 
 
 def test_method_missing_says_which_are_allowed():

@@ -12,6 +12,9 @@ def _computed(manifest) -> dict[str, int]:
     }
 
 
+EDIT = ["integration.rejection.method=winsorized_sigma", "integration.rejection.high=2.5"]
+
+
 def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integration(
     tmp_path, process_night
 ):
@@ -25,15 +28,11 @@ def test_unchanged_rerun_recomputes_nothing_and_integration_edit_only_integratio
     assert _computed(again.manifest) == {}
     assert again.manifest["stages"]["calibrate"]["reused"] == 20
 
-    plan = Pipeline(load_config(None, ["integration.rejection.high=2.5"]), first.outdir).plan(
-        first.night
-    )
+    plan = Pipeline(load_config(None, EDIT), first.outdir).plan(first.night)
     assert plan["cache"]["integrate"] == {"cached": 0, "to_compute": 2, "unknown": 0}
     assert plan["cache"]["register"] == {"cached": 19, "to_compute": 0, "unknown": 0}
 
-    edited = Pipeline(load_config(None, ["integration.rejection.high=2.5"]), first.outdir).run(
-        first.night
-    )
+    edited = Pipeline(load_config(None, EDIT), first.outdir).run(first.night)
     assert _computed(edited.manifest) == {"integrate": 2, "preview": 2}
     for master in edited.manifest["masters"]:
         assert master["path"].startswith(str(first.outdir))
