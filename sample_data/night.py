@@ -44,7 +44,7 @@ __all__ = [
     "write_frames",
 ]
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 FILTERS = (
     FilterTruth(
         "L",
@@ -123,6 +123,7 @@ class _LightPlan:
     n_lights: int
     gradient: GradientMode = "fixed"
     gradient_amplitude: float = 0.02
+    transients: bool = True
 
 
 def generate_night(
@@ -136,6 +137,7 @@ def generate_night(
     stars_in_frame: int = STARS_IN_FRAME,
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
+    transients: bool = True,
 ) -> NightTruth:
     """Write a synthetic raw night and its ground truth to ``outdir``.
 
@@ -157,12 +159,22 @@ def generate_night(
         Sky gradient of the lights. ``"fixed"``: one sky-fixed direction for the night
         (+/- 5 degrees per sub, turned by 180 degrees on the sensor after the flip) and an
         amplitude of ``gradient_amplitude * U(0.8, 1.2)``. ``"rotating"``: sub ``k`` of
-        each filter gets exactly ``gradient_amplitude`` along ``2 pi k / n`` (sensor frame),
-        so the gradients of a filter sum to zero, as when moonlight or light pollution
+        each filter gets exactly ``gradient_amplitude`` along ``2 pi k / n`` on the sky (turned
+        by 180 degrees on the sensor after the flip), so the gradients of a filter sum to
+        zero on the sky, as when moonlight or light pollution
         comes from a different direction in every sub. Both modes draw the same random
         numbers, so stars, dithers, seeing and special subs are identical between them.
     gradient_amplitude : float
         Fractional sky change from the frame centre to a corner, in ``[0, 1)``.
+    transients : bool
+        With False, the night's "twin" without transients: no satellite trail and no
+        cosmic rays, everything else identical to the night with the same random source
+        (stars, dithers, seeing, sky, calibration frames, and the noise of every pixel
+        the trail and the cosmic rays do not touch). The trail and the cosmic rays are
+        still drawn, then dropped, and the trail's photon noise comes from a separate
+        generator (see :func:`write_frames`), so no other random number changes.
+        Comparing the masters of a night and its twin isolates what the transients
+        left behind.
 
     Returns
     -------
@@ -188,6 +200,7 @@ def generate_night(
         stars_in_frame=stars_in_frame,
         gradient=gradient,
         gradient_amplitude=gradient_amplitude,
+        transients=transients,
     )
     write_frames(truth, generator)
     truth.save(root)
@@ -228,6 +241,7 @@ def draw_truth(
     stars_in_frame: int = STARS_IN_FRAME,
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
+    transients: bool = True,
 ) -> NightTruth:
     """Draw every random parameter of the night (no pixels rendered, nothing written).
 
@@ -249,6 +263,10 @@ def draw_truth(
         Sky gradient mode of the lights (see :func:`generate_night`).
     gradient_amplitude : float
         Fractional sky change from the frame centre to a corner.
+    transients : bool
+        With False, the satellite trail and the cosmic rays are drawn (so every other
+        random number is the same) but left out of the lights (``trail`` None,
+        ``cosmic_rays`` empty).
 
     Returns
     -------
@@ -270,7 +288,12 @@ def draw_truth(
     nebula = _draw_nebula(rng, width, height)
     flats = _schedule_flats(rng)
     lights, clock = _draw_lights(
-        rng, shape, n_lights, gradient=gradient, gradient_amplitude=gradient_amplitude
+        rng,
+        shape,
+        n_lights,
+        gradient=gradient,
+        gradient_amplitude=gradient_amplitude,
+        transients=transients,
     )
     darks, biases = _schedule_darks_and_bias(rng, clock)
     return NightTruth(
@@ -446,6 +469,7 @@ def _draw_lights(
     *,
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
+    transients: bool = True,
 ) -> tuple[tuple[LightTruth, ...], _Clock]:
     """Lights in session order: L then Ha before the flip, L then Ha after it."""
     chosen = rng.choice(np.arange(1, n_lights), size=3, replace=False)
@@ -459,6 +483,7 @@ def _draw_lights(
         n_lights=n_lights,
         gradient=gradient,
         gradient_amplitude=gradient_amplitude,
+        transients=transients,
     )
     clock = _Clock(LIGHTS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
     n_before = n_lights - n_lights // 2
@@ -498,10 +523,14 @@ def _draw_light(
     gradient_factor = float(rng.uniform(0.8, 1.2))
     if plan.gradient == "rotating":
         sky_gradient = plan.gradient_amplitude
-        sky_gradient_angle = 2 * math.pi * k / plan.n_lights
+        sky_direction = 2 * math.pi * k / plan.n_lights  # on the sky: they sum to zero
+        sky_gradient_angle = (sky_direction + (math.pi if flipped else 0.0)) % (2 * math.pi)
     else:
         sky_gradient = plan.gradient_amplitude * gradient_factor
         sky_gradient_angle = (gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi)
+    # Transients are drawn in both modes (same order) and only then dropped from the twin.
+    trail = _draw_trail(rng, plan.shape) if special == "trail" else None
+    hits = cosmic_rays(rng, plan.shape)
     return LightTruth(
         index=index,
         filter_index=k,
@@ -519,8 +548,8 @@ def _draw_light(
         flipped=flipped,
         cloudy=special == "cloudy",
         blurred=special == "blurred",
-        trail=_draw_trail(rng, plan.shape) if special == "trail" else None,
-        cosmic_rays=cosmic_rays(rng, plan.shape),
+        trail=trail if plan.transients else None,
+        cosmic_rays=hits if plan.transients else (),
     )
 
 
@@ -553,15 +582,30 @@ def write_frames(truth: NightTruth, rng: np.random.Generator) -> None:
     truth : NightTruth
         The night to render (``root`` must be set).
     rng : numpy.random.Generator
-        Random source for the noise.
+        Random source for the noise. A child generator is spawned from it once
+        (``rng.spawn``, which does not advance ``rng``) for the photon noise of
+        satellite trails; every other draw comes from ``rng`` itself, in an order that
+        does not depend on the trails or the cosmic rays, so a night and its twin
+        without transients get the same noise wherever no transient lands.
     """
     sensor = SensorModel()
+    transient_rng = rng.spawn(1)[0]  # unconditionally: same main stream with or without
     for light in truth.light_frames:
+        response = truth.flat_response(light.filter)
         electrons = (
-            truth.clean_sky(light) * sensor.gain * truth.flat_response(light.filter)
+            truth.clean_sky(light, trail=False) * sensor.gain * response
             + truth.dark_current * light.exposure
         )
-        data = read_out(rng, electrons, truth.bias_pattern, sensor, light.cosmic_rays)
+        trail = None if light.trail is None else truth.trail_image(light) * sensor.gain * response
+        data = read_out(
+            rng,
+            electrons,
+            truth.bias_pattern,
+            sensor,
+            light.cosmic_rays,
+            extra_electrons=trail,
+            extra_rng=transient_rng,
+        )
         _write(truth.path(light.path), data, _light_header(light))
     for frame in truth.bias_frames + truth.dark_frames + truth.flat_frames:
         electrons = truth.dark_current * frame.exposure

@@ -178,11 +178,21 @@ def read_out(
     bias: NDArray[np.floating],
     sensor: SensorModel,
     extra_adu: tuple[CosmicRayPixel, ...] = (),
+    *,
+    extra_electrons: NDArray[np.floating] | None = None,
+    extra_rng: np.random.Generator | None = None,
 ) -> NDArray[np.uint16]:
     """Turn expected electrons into a raw uint16 frame.
 
     Applies Poisson noise, Gaussian read noise, the gain, the bias, any direct
     ADU deposits (cosmic rays), then rounds and clips to ``[0, 65535]``.
+
+    ``extra_electrons`` (e.g. a satellite trail) get their own Poisson draw from
+    ``extra_rng``, added to the counts before the read noise. Since
+    ``Poisson(a) + Poisson(b)`` is ``Poisson(a + b)`` the statistics are those of
+    ``electrons + extra_electrons``, but ``rng`` draws exactly what it would without the
+    extra term (numpy's Poisson sampler uses a data-dependent number of draws), so the
+    noise of a frame with and without the extra light is the same outside it.
 
     Parameters
     ----------
@@ -196,13 +206,31 @@ def read_out(
         Camera properties.
     extra_adu : tuple
         ``(x, y, adu)`` deposits added after the gain.
+    extra_electrons : ndarray, optional
+        Further expected electrons per pixel (non-negative), same shape as ``electrons``.
+    extra_rng : numpy.random.Generator, optional
+        Random source of the ``extra_electrons`` Poisson draw; required with them.
 
     Returns
     -------
     ndarray
         uint16 raw frame.
+
+    Raises
+    ------
+    ValueError
+        If ``extra_electrons`` is given without ``extra_rng`` or with another shape.
     """
     counts = rng.poisson(electrons).astype(np.float64)
+    if extra_electrons is not None:
+        if extra_rng is None:
+            raise ValueError("extra_electrons need their own extra_rng")
+        if np.shape(extra_electrons) != np.shape(electrons):
+            raise ValueError(
+                f"extra_electrons shape {np.shape(extra_electrons)} differs from "
+                f"electrons shape {np.shape(electrons)}"
+            )
+        counts += extra_rng.poisson(extra_electrons)
     counts += rng.normal(0.0, sensor.read_noise, electrons.shape)
     adu = counts / sensor.gain + bias
     if extra_adu:

@@ -385,21 +385,32 @@ class NightTruth(LightLookup):
         out["peak_adu"] = sky.moffat_peak(flux[inside], lt.fwhm, self.psf_beta)
         return out
 
-    def clean_background(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+    def clean_background(
+        self, light: int | str | LightTruth, *, trail: bool = True
+    ) -> NDArray[np.float64]:
         """Noise-free sky gradient + nebula + trail of ``light`` in ADU (no stars).
 
-        Before the flat response, without bias, dark current or cosmic rays.
+        Before the flat response, without bias, dark current or cosmic rays. With
+        ``trail=False`` the satellite trail (if any) is left out.
         """
         lt = self.light(light)
         filt = self.filters[lt.filter]
         image = sky.sky_background(self.shape, lt.sky_adu, lt.sky_gradient, lt.sky_gradient_angle)
         nebula = sky.render_nebula(self.shape, lt.sensor_to_sky, self.nebula)
         image += nebula * (filt.nebula_rate * lt.transmission * lt.exposure / self.sensor.gain)
-        if lt.trail is not None:
-            image += sky.render_trail(
-                self.shape, lt.trail.endpoints, lt.trail.amplitude, lt.trail.sigma
-            )
+        if trail and lt.trail is not None:
+            image += self.trail_image(lt)
         return image
+
+    def trail_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free satellite trail of ``light`` in ADU, before the flat response.
+
+        All zeros when the light has no trail.
+        """
+        lt = self.light(light)
+        if lt.trail is None:
+            return np.zeros(self.shape, dtype=np.float64)
+        return sky.render_trail(self.shape, lt.trail.endpoints, lt.trail.amplitude, lt.trail.sigma)
 
     def star_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
         """Noise-free stars of ``light`` in ADU, before the flat response."""
@@ -407,13 +418,16 @@ class NightTruth(LightLookup):
         x, y = sky.apply_affine(lt.sky_to_sensor, self.stars[:, 0], self.stars[:, 1])
         return sky.render_stars(self.shape, x, y, self.star_flux_adu(lt), lt.fwhm, self.psf_beta)
 
-    def clean_sky(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+    def clean_sky(
+        self, light: int | str | LightTruth, *, trail: bool = True
+    ) -> NDArray[np.float64]:
         """Noise-free sky + nebula + stars + trail of ``light`` in ADU.
 
         Before the flat response, without bias, dark current or cosmic rays; the
-        sum of :meth:`clean_background` and :meth:`star_image`.
+        sum of :meth:`clean_background` and :meth:`star_image`. With ``trail=False``
+        the satellite trail (if any) is left out.
         """
-        return self.clean_background(light) + self.star_image(light)
+        return self.clean_background(light, trail=trail) + self.star_image(light)
 
     def expected_raw(self, light: int | str | LightTruth) -> NDArray[np.float64]:
         """Expected raw ADU of ``light`` (no noise, no cosmic rays, no clipping)."""

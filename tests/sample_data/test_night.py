@@ -414,8 +414,11 @@ def test_rotating_gradient_turns_evenly_per_filter(
         n = len(lights)
         assert [lt.filter_index for lt in lights] == list(range(n))
         assert all(lt.sky_gradient == 0.05 for lt in lights)
-        angles = np.array([lt.sky_gradient_angle for lt in lights])
-        np.testing.assert_allclose(angles, 2 * np.pi * np.arange(n) / n, atol=1e-12)
+        # on the sky: the sensor turns by 180 degrees at the meridian flip
+        angles = np.array([lt.sky_gradient_angle - np.pi * lt.flipped for lt in lights])
+        np.testing.assert_allclose(
+            np.mod(angles, 2 * np.pi), 2 * np.pi * np.arange(n) / n, atol=1e-12
+        )
         vectors = np.column_stack([np.cos(angles), np.sin(angles)])
         np.testing.assert_allclose(vectors.sum(axis=0), 0.0, atol=1e-12)
 
@@ -458,3 +461,104 @@ def test_rotating_gradient_changes_only_the_background(
 def test_rejects_bad_gradient_settings(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_night(tmp_path, **SMALL, **kwargs)
+
+
+TWIN = {"width": 256, "height": 192, "n_lights_per_filter": 4}
+TRAIL_REACH_SIGMA = 7.0
+"""Trail photons further than this many trail sigmas from the axis have a negligible rate."""
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory) -> tuple[NightTruth, NightTruth]:
+    """A small night and its twin without transients (same seed)."""
+    root = tmp_path_factory.mktemp("twins")
+    night = generate_night(root / "night", seed=13, **TWIN)
+    twin = generate_night(root / "twin", seed=13, transients=False, **TWIN)
+    return night, twin
+
+
+def _cosmic_ray_deposits(light, shape: tuple[int, int]) -> np.ndarray:
+    """The light's cosmic-ray ADU summed per pixel."""
+    deposits = np.zeros(shape)
+    for x, y, adu in light.cosmic_rays:
+        deposits[y, x] += adu
+    return deposits
+
+
+def test_twin_truth_differs_only_by_transients(twins: tuple[NightTruth, NightTruth]) -> None:
+    night, twin = twins
+    assert any(lt.trail is not None for lt in night.light_frames)
+    assert all(lt.cosmic_rays for lt in night.light_frames)
+    for light, other in zip(night.light_frames, twin.light_frames, strict=True):
+        assert other.trail is None and other.cosmic_rays == ()
+        assert dataclasses.replace(light, trail=None, cosmic_rays=()) == other
+    assert twin.bias_frames == night.bias_frames and twin.dark_frames == night.dark_frames
+    assert twin.flat_frames == night.flat_frames and twin.nebula == night.nebula
+    for name in ("stars", "hot_pixels", "bias_pattern", "dark_current"):
+        np.testing.assert_array_equal(getattr(twin, name), getattr(night, name))
+    for name, response in night.flat_responses.items():
+        np.testing.assert_array_equal(twin.flat_response(name), response)
+    loaded = load_truth(twin.root)
+    assert loaded.light_frames == twin.light_frames
+
+
+def test_twin_calibration_frames_are_byte_identical(twins: tuple[NightTruth, NightTruth]) -> None:
+    night, twin = twins
+    for frame in night.bias_frames + night.dark_frames + night.flat_frames:
+        assert night.path(frame.path).read_bytes() == twin.path(frame.path).read_bytes()
+
+
+def test_twin_lights_differ_only_at_transients(twins: tuple[NightTruth, NightTruth]) -> None:
+    """Same noise everywhere: only cosmic-ray pixels and the trail's surroundings differ.
+
+    Off the transients the raw values are bit-identical; on a cosmic-ray pixel the
+    difference is the deposit (up to rounding); the trail light also differs where trail
+    photons fell: on every pixel within 1 px of the trail axis, and nowhere farther than
+    ``TRAIL_REACH_SIGMA`` trail sigmas from it.
+    """
+    night, twin = twins
+    y, x = np.indices(night.shape)
+    for light, other in zip(night.light_frames, twin.light_frames, strict=True):
+        assert fits.getheader(night.path(light.path)) == fits.getheader(twin.path(other.path))
+        difference = _raw(night, light.path) - _raw(twin, other.path)
+        deposits = _cosmic_ray_deposits(light, night.shape)
+        near_trail = np.zeros(night.shape, dtype=bool)
+        if light.trail is not None:
+            x0, y0, x1, y1 = light.trail.endpoints
+            length = np.hypot(x1 - x0, y1 - y0)
+            distance = np.abs((x - x0) * -(y1 - y0) / length + (y - y0) * (x1 - x0) / length)
+            near_trail = distance < TRAIL_REACH_SIGMA * light.trail.sigma
+            on_axis = (distance < 1.0) & (deposits == 0)
+            assert on_axis.sum() > 200
+            assert np.all(difference[on_axis] > 0), light.path
+        hit = (deposits > 0) & ~near_trail
+        assert hit.sum() >= 5
+        assert np.all(np.abs(difference[hit] - deposits[hit]) <= 1.0), light.path
+        untouched = (deposits == 0) & ~near_trail
+        assert not np.any(difference[untouched]), light.path
+
+
+def test_twin_keeps_the_trail_photon_noise(twins: tuple[NightTruth, NightTruth]) -> None:
+    """The trail's photons are Poisson: night minus twin scatters like sqrt(trail e-)."""
+    night, twin = twins
+    light = next(lt for lt in night.light_frames if lt.trail is not None)
+    gain = night.sensor.gain
+    trail = night.trail_image(light) * night.flat_response(light.filter)
+    strong = (trail > 500.0) & (_cosmic_ray_deposits(light, night.shape) == 0)
+    difference = _raw(night, light.path) - _raw(twin, light.path)
+    z = (difference[strong] - trail[strong]) / np.sqrt(trail[strong] / gain)
+    assert strong.sum() > 300
+    assert abs(z.mean()) < 0.15 and abs(z.std() - 1.0) < 0.1
+
+
+def test_trail_free_background_and_trail_image(truth: NightTruth) -> None:
+    light = next(lt for lt in truth.lights("L") if lt.trail is not None)
+    plain = truth.lights("L")[0]
+    trail = truth.trail_image(light)
+    assert trail.max() > 0.9 * light.trail.amplitude
+    np.testing.assert_allclose(
+        truth.clean_background(light), truth.clean_background(light, trail=False) + trail
+    )
+    np.testing.assert_allclose(truth.clean_sky(light), truth.clean_sky(light, trail=False) + trail)
+    assert not truth.trail_image(plain).any()
+    np.testing.assert_array_equal(truth.clean_sky(plain, trail=False), truth.clean_sky(plain))
