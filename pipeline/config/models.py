@@ -360,6 +360,21 @@ class SelectionConfig(_Section):
     )
 
 
+class LargeScaleRejection(_Section):
+    """Grow high rejections of bright structures (trails, cosmic-ray clusters) into their
+    faint edges, sub by sub."""
+
+    growth: int = Field(
+        2, ge=1, le=16, description="Pixels around a rejected structure rejected as well."
+    )
+    min_pixels: int = Field(
+        3,
+        ge=1,
+        description="Rejected pixels in a pixel's (2 growth + 1)^2 neighbourhood that make "
+        "it part of a structure (isolated noise rejections never grow).",
+    )
+
+
 class IntegrationMaps(_Section):
     """Per-pixel maps written as extensions of the master (FITS HDUs)."""
 
@@ -374,6 +389,15 @@ class IntegrationConfig(_Section):
     rejection: Rejection = Field(
         default_factory=AutoRejection,
         description="Pixel rejection method (auto: WBPP's choice by number of subs).",
+    )
+    large_scale_rejection: LargeScaleRejection | None = Field(
+        default_factory=lambda: LargeScaleRejection(),
+        description="Also reject the faint edges of rejected trails; null to turn off.",
+    )
+    rejection_normalization: Literal["equalize_noise", "none"] = Field(
+        "equalize_noise",
+        description="Rejection sees every sub scaled about the background to the same noise "
+        "(PixInsight's scale + zero offset); the average keeps the photometric normalization.",
     )
     memory_limit_mb: int | None = Field(
         None,

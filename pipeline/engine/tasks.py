@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import __version__
-from pipeline.config.models import PipelineConfig, Rejection
+from pipeline.config.models import LargeScaleRejection, PipelineConfig, Rejection
 from pipeline.engine.store import Store
 from pipeline.engine.tiling import band_height, default_memory_limit_mb, row_bands
 from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
@@ -467,6 +467,7 @@ def register_frame(
             "rms": solution.rms,
             "flux_ratio": solution.flux_ratio,
             "location": location,
+            "noise": measure.central_noise(luminance(warped)),
             "coverage": float(np.isfinite(warped).mean()),
         }
         return {"registered": store.relative(path)}, result
@@ -532,7 +533,14 @@ def integrate_group(
         used_norms = [normalizations[i] for i in kept]
         local = config.normalization.local
         if local is not None:
-            used_norms = _local_normalizations(paths, used_norms, weights[kept], config)
+            used_norms = _local_normalizations(
+                paths,
+                used_norms,
+                weights[kept],
+                config,
+                sub_noise=[_sub_noise(subs[i]) for i in kept],
+                pivot=_rejection_pivot(subs, reference_frame, config),
+            )
         noise = [_sub_noise(subs[i]) for i in kept]
         integrated = integrate_files(
             paths,
@@ -542,6 +550,8 @@ def integrate_group(
             memory_limit_mb=memory_limit(config),
             workers=config.engine.workers,
             sub_noise=noise,
+            pivot=_rejection_pivot(subs, reference_frame, config),
+            large_scale=config.integration.large_scale_rejection,
         )
         maps = {
             "COUNT": integrated.count,
@@ -602,8 +612,10 @@ def integrate_group(
 
 
 def _sub_noise(sub: Record) -> float:
-    """The measured noise of a calibrated sub (1 where it could not be measured)."""
-    noise = sub["measure"]["result"]["metrics"].get("noise")
+    """Per-pixel noise of a registered sub (resampling lowers it; 1 if unmeasurable)."""
+    noise = sub["register"]["result"].get("noise")
+    if noise is None or not np.isfinite(noise) or noise <= 0:
+        noise = sub["measure"]["result"]["metrics"].get("noise")
     return float(noise) if noise is not None and np.isfinite(noise) and noise > 0 else 1.0
 
 
@@ -613,11 +625,25 @@ def _selected_maps(maps: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]
     return {name: data for name, data in maps.items() if names[name]}
 
 
+def _rejection_pivot(
+    subs: Sequence[Record], reference_frame: str, config: PipelineConfig
+) -> list[float] | None:
+    """Background level of the reference (per channel) when rejection equalises noise."""
+    if config.integration.rejection_normalization == "none":
+        return None
+    reference = next(sub for sub in subs if sub["frame"] == reference_frame)
+    location = reference["register"]["result"]["location"]
+    return [float(v) for v in np.atleast_1d(location)]
+
+
 def _local_normalizations(
     paths: Sequence[Path],
     normalizations: Sequence[normalize.Normalization],
     weights: np.ndarray,
     config: PipelineConfig,
+    *,
+    sub_noise: Sequence[float],
+    pivot: Sequence[float] | None,
 ) -> list[normalize.LocalNormalization]:
     """Local normalization of every sub to an integration of the best-weighted subs.
 
@@ -634,6 +660,9 @@ def _local_normalizations(
         config.integration.rejection,
         memory_limit_mb=memory_limit(config),
         workers=config.engine.workers,
+        sub_noise=[sub_noise[i] for i in best],
+        pivot=pivot,
+        large_scale=config.integration.large_scale_rejection,
     ).image
 
     def model(index: int) -> normalize.LocalNormalization:
@@ -703,6 +732,8 @@ def integrate_files(
     memory_limit_mb: float,
     workers: int | None = None,
     sub_noise: Sequence[float] | None = None,
+    pivot: Sequence[float] | None = None,
+    large_scale: LargeScaleRejection | None = None,
     bands: Sequence[slice] | None = None,
 ) -> IntegrationResult:
     """Integrate registered sub files band by band, the sub axis whole, in bounded memory.
@@ -727,6 +758,11 @@ def integrate_files(
         Bands processed at once (default: the number of CPUs, at most 4).
     sub_noise
         Noise sigma of each sub (for the master's noise map).
+    pivot
+        Background level per channel; with ``sub_noise``, rejection sees the subs scaled
+        about it to equal noise (see :func:`pipeline.stages.integrate.integrate_band`).
+    large_scale
+        Large-scale rejection (bands then read a few extra rows on each side).
     bands
         Explicit row bands (tests use uneven ones); default: from the memory limit.
     """
@@ -743,6 +779,7 @@ def integrate_files(
                 memory_limit_mb=memory_limit_mb,
                 workers=workers,
                 compiled=compiled,
+                masks=large_scale is not None,
             )
             bands = list(row_bands(shape[-2], height))
         result = IntegrationResult(
@@ -755,19 +792,26 @@ def integrate_files(
         )
         per_band = [None] * len(bands)
 
+        halo = integrate.halo_rows(large_scale)
+
         def integrate_rows(index: int, rows: slice) -> None:
+            read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
             stack = np.empty(
-                (len(readers),) + shape[:-2] + (rows.stop - rows.start, shape[-1]), dtype=np.float32
+                (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]),
+                dtype=np.float32,
             )
             for position, reader in enumerate(readers):
-                stack[position] = reader.read(rows)
+                stack[position] = reader.read(read)
             band = integrate.integrate_band(
                 stack,
                 normalizations=normalizations,
                 weights=weights,
                 rejection=rejection,
                 sub_noise=sub_noise,
-                rows=rows,
+                pivot=pivot,
+                large_scale=large_scale,
+                rows=read,
+                keep=slice(rows.start - read.start, rows.stop - read.start),
                 overwrite=True,
             )
             del stack

@@ -24,10 +24,12 @@ RESERVE_MB = 320
 MASTER_BYTES_PER_PIXEL = 4 + 4 + 2 + 2 + 2
 
 #: Copies of a band held while integrating it: the compiled rejectors normalize in place
-#: and reject and average in one pass; mask-based rejectors add boolean masks and the
-#: sorted chunks of their kernels.
-_COPIES_COMPILED = 1.15
-_COPIES_MASKED = 3.0
+#: and reject and average in one pass; with large-scale rejection they also keep the two
+#: boolean masks; the other rejectors add masks, a rejection-space copy and the sorted
+#: chunks of their kernels.
+_COPIES_FUSED = 1.15
+_COPIES_COMPILED_MASKS = 1.75
+_COPIES_MASKED = 3.5
 
 
 def default_memory_limit_mb() -> int:
@@ -40,7 +42,13 @@ def default_memory_limit_mb() -> int:
 
 
 def band_height(
-    shape: tuple[int, ...], frames: int, *, memory_limit_mb: float, workers: int, compiled: bool
+    shape: tuple[int, ...],
+    frames: int,
+    *,
+    memory_limit_mb: float,
+    workers: int,
+    compiled: bool,
+    masks: bool = False,
 ) -> int:
     """Rows per band so that ``workers`` bands in flight plus the master fit the limit.
 
@@ -55,7 +63,9 @@ def band_height(
     workers
         Bands processed at the same time.
     compiled
-        Whether the rejection runs as the fused compiled pass (fewer copies).
+        Whether the rejection runs compiled (fewer copies).
+    masks
+        Whether rejection masks are kept for the band (large-scale rejection).
 
     Raises
     ------
@@ -67,7 +77,9 @@ def band_height(
         pixels *= extent
     rows = shape[-2]
     budget = memory_limit_mb * 2**20 - RESERVE_MB * 2**20 - pixels * MASTER_BYTES_PER_PIXEL
-    copies = _COPIES_COMPILED if compiled else _COPIES_MASKED
+    copies = _COPIES_MASKED
+    if compiled:
+        copies = _COPIES_COMPILED_MASKS if masks else _COPIES_FUSED
     bytes_per_row = max(1, frames) * 4 * copies * pixels / rows
     height = int(budget // (bytes_per_row * max(1, workers)))
     if height < 1:

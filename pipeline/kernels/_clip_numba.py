@@ -28,6 +28,7 @@ __all__ = [
     "METHOD_WINSORIZED",
     "clip_bounds",
     "clip_combine",
+    "clip_masks",
     "masked_combine",
     "sorting_network",
 ]
@@ -70,14 +71,16 @@ def sorting_network(n: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- block setup
 @njit(cache=True, nogil=True)
-def _load_tile(stack, start, size, tile, n_finite):  # pragma: no cover - compiled
-    """Copy the block's samples into ``tile`` (missing -> +inf) and count finite ones."""
+def _load_tile(stack, start, size, scales, pivot, tile, n_finite):  # pragma: no cover
+    """Copy the block's samples, in rejection space ``scale * (x - pivot) + pivot``, into
+    ``tile`` (missing -> +inf) and count the finite ones."""
     n_finite[:size] = 0
     for i in range(stack.shape[0]):
         source = stack[i, start : start + size]
         target = tile[i]
+        scale = scales[i]
         for j in range(size):
-            value = source[j]
+            value = scale * (source[j] - pivot) + pivot
             finite = value - value == 0  # False for NaN and +-inf, without a branch
             target[j] = value if finite else np.inf
             n_finite[j] += np.int32(finite)
@@ -93,22 +96,6 @@ def _sort_tile(tile, size, pairs):  # pragma: no cover - compiled
             y = lower[j]
             upper[j] = min(x, y)
             lower[j] = max(x, y)
-
-
-@njit(cache=True, nogil=True)
-def _prefix_sums(tile, size, n_finite, offset, c1, c2):  # pragma: no cover - compiled
-    """Sums of ``d`` and ``d**2`` over the first k sorted samples, ``d = x - median``."""
-    for j in range(size):
-        n = n_finite[j]
-        offset[j] = np.float64(tile[max(n - 1, 0) // 2, j]) if n > 0 else 0.0
-        c1[0, j] = 0.0
-        c2[0, j] = 0.0
-    for k in range(tile.shape[0]):
-        row = tile[k]
-        for j in range(size):
-            d = np.float64(row[j]) - offset[j] if k < n_finite[j] else 0.0
-            c1[k + 1, j] = c1[k, j] + d
-            c2[k + 1, j] = c2[k, j] + d * d
 
 
 # ------------------------------------------------------------------------ per-pixel clipping
@@ -238,8 +225,13 @@ def _winsorized_sigma(values, c1, c2, offset, lo, hi, median):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
-def _clip_range(values, c1, c2, offset, n, method, low, high, max_iterations):  # pragma: no cover
-    """Survivor range ``[lo, hi)`` of the sorted ``values[:n]`` after iterative clipping."""
+def _clip_range(values, c1, c2, offset, n, method, clip):  # pragma: no cover - compiled
+    """Survivor range ``[lo, hi)`` of the sorted ``values[:n]`` after iterative clipping.
+
+    ``clip`` is ``(low, high, max_iterations, floor)``: sigma is never taken below ``floor``
+    (the known noise of the samples; 0 for none).
+    """
+    low, high, max_iterations, floor = clip
     lo = 0
     hi = n
     if method == METHOD_NONE or n < _MIN_SURVIVORS:
@@ -253,6 +245,7 @@ def _clip_range(values, c1, c2, offset, n, method, low, high, max_iterations):  
             sigma = np.sqrt(_variance(c1, c2, lo, hi, 0))
         else:
             sigma = _winsorized_sigma(values, c1, c2, offset, lo, hi, median)
+        sigma = max(sigma, floor)
         if _is_zero(sigma, median):
             break
         new_lo = _search(values, median - low * sigma, lo, hi, False)
@@ -265,11 +258,11 @@ def _clip_range(values, c1, c2, offset, n, method, low, high, max_iterations):  
 
 
 @njit(cache=True, nogil=True)
-def _block_bounds(stack, start, size, pairs, method, low, high, max_iterations, work):
+def _block_bounds(stack, start, size, scales, pivot, pairs, method, clip, work):
     # pragma: no cover - compiled
-    """Survivor bounds ``first``/``last`` of the pixels ``start:start+size``."""
-    tile, n_finite, offset, c1, c2, first, last = work
-    _load_tile(stack, start, size, tile, n_finite)
+    """Survivor bounds ``first``/``last`` (rejection space) of pixels ``start:start+size``."""
+    tile, n_finite, column, c1, c2, first, last = work
+    _load_tile(stack, start, size, scales, pivot, tile, n_finite)
     if method == METHOD_NONE:
         first[:size] = -np.inf
         last[:size] = np.inf
@@ -282,17 +275,17 @@ def _block_bounds(stack, start, size, pairs, method, low, high, max_iterations, 
             last[j] = np.inf
             continue
         for k in range(n):
-            offset[k] = tile[k, j]
-        median = offset[(n - 1) // 2]
+            column[k] = tile[k, j]
+        median = column[(n - 1) // 2]
         c1[0] = 0.0
         c2[0] = 0.0
-        for k in range(n):
-            d = offset[k] - median
+        for k in range(n):  # prefix sums relative to the median, for O(1) range statistics
+            d = column[k] - median
             c1[k + 1] = c1[k] + d
             c2[k + 1] = c2[k] + d * d
-        lo, hi = _clip_range(offset, c1, c2, median, n, method, low, high, max_iterations)
-        first[j] = offset[lo]
-        last[j] = offset[hi - 1]
+        lo, hi = _clip_range(column, c1, c2, median, n, method, clip)
+        first[j] = column[lo]
+        last[j] = column[hi - 1]
 
 
 @njit(cache=True, nogil=True)
@@ -310,27 +303,59 @@ def _workspace(frames, dtype):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def clip_bounds(stack, pairs, method, low, high, max_iterations, first, last):  # pragma: no cover
+def clip_bounds(stack, pairs, method, clip, first, last):  # pragma: no cover - compiled
     """Survivor bounds of every pixel of a (N, P) stack, written to ``first``/``last`` (P,).
 
-    ``pairs`` is :func:`sorting_network` of N. Pixels with fewer than 3 finite samples (or
-    method none) get ``(-inf, inf)``.
+    ``pairs`` is :func:`sorting_network` of N; ``clip`` is ``(low, high, max_iterations,
+    floor)``. Pixels with fewer than 3 finite samples (or method none) get ``(-inf, inf)``.
     """
     frames, pixels = stack.shape
     work = _workspace(frames, stack.dtype)
+    scales = np.ones(frames)
     for start in range(0, pixels, _BLOCK):
         size = min(_BLOCK, pixels - start)
-        _block_bounds(stack, start, size, pairs, method, low, high, max_iterations, work)
+        _block_bounds(stack, start, size, scales, 0.0, pairs, method, clip, work)
         first[start : start + size] = work[5][:size]
         last[start : start + size] = work[6][:size]
 
 
+@njit(cache=True, nogil=True)
+def clip_masks(stack, rejection, pairs, method, clip, low_mask, high_mask):  # pragma: no cover
+    """Low/high rejection masks (N, P) of a (N, P) stack, clipped in rejection space.
+
+    ``rejection = (scales, pivot)``: samples are compared as ``scale_i * (x - pivot) +
+    pivot``, exactly as :func:`clip_combine` compares them.
+    """
+    frames, pixels = stack.shape
+    work = _workspace(frames, stack.dtype)
+    scales, pivot = rejection
+    tested = np.empty(_BLOCK, dtype=stack.dtype)
+    for start in range(0, pixels, _BLOCK):
+        size = min(_BLOCK, pixels - start)
+        _block_bounds(stack, start, size, scales, pivot, pairs, method, clip, work)
+        first, last = work[5], work[6]
+        for i in range(frames):
+            row = stack[i, start : start + size]
+            scale = scales[i]
+            for j in range(size):
+                tested[j] = scale * (row[j] - pivot) + pivot
+            lows = low_mask[i, start : start + size]
+            highs = high_mask[i, start : start + size]
+            for j in range(size):
+                finite = row[j] - row[j] == 0
+                lows[j] = finite & (tested[j] < first[j])
+                highs[j] = finite & (tested[j] > last[j])
+
+
 # ------------------------------------------------------------------------------ combination
 @njit(cache=True, nogil=True)
-def _accumulate_block(stack, start, size, first, last, low_mask, high_mask, weights, noise, out):
+def _accumulate_block(stack, start, size, bounds, masks, weights, noise, rejection, out):
     # pragma: no cover - compiled
-    """Weighted mean of the block's samples within ``[first, last]`` and not masked."""
+    """Weighted mean of the block's samples kept by the bounds (rejection space) and masks."""
     image, count, n_low, n_high, noise_map, per_sub = out
+    first, last = bounds
+    low_mask, high_mask = masks
+    scales, pivot = rejection
     total = np.zeros(size)
     norm = np.zeros(size)
     variance = np.zeros(size)
@@ -338,8 +363,12 @@ def _accumulate_block(stack, start, size, first, last, low_mask, high_mask, weig
     lows = np.zeros(size, dtype=np.int32)
     highs = np.zeros(size, dtype=np.int32)
     masked = low_mask.shape[0] > 0
+    tested = np.empty(size, dtype=stack.dtype)  # the samples as sorted in the tile
     for i in range(stack.shape[0]):
         row = stack[i, start : start + size]
+        scale = scales[i]
+        for j in range(size):
+            tested[j] = scale * (row[j] - pivot) + pivot
         weight = weights[i]
         spread = weight * weight * noise[i] * noise[i]
         counts = weight != 0.0
@@ -354,8 +383,8 @@ def _accumulate_block(stack, start, size, first, last, low_mask, high_mask, weig
         for j in range(size):
             value = np.float64(row[j])
             finite = value - value == 0
-            is_low = finite & ((value < first[j]) | low_row[j])
-            is_high = finite & ~is_low & ((value > last[j]) | high_row[j])
+            is_low = finite & ((tested[j] < first[j]) | low_row[j])
+            is_high = finite & ~is_low & ((tested[j] > last[j]) | high_row[j])
             keep = finite & ~is_low & ~is_high & counts
             total[j] += weight * value if keep else 0.0
             norm[j] += weight if keep else 0.0
@@ -381,22 +410,34 @@ def _accumulate_block(stack, start, size, first, last, low_mask, high_mask, weig
 
 
 @njit(cache=True, nogil=True)
-def clip_combine(stack, weights, noise, pairs, method, low, high, max_iterations, out):
+def clip_combine(stack, weights, noise, rejection, pairs, method, clip, out):
     # pragma: no cover - compiled
     """Clip every pixel of a (N, P) stack and take the weighted mean of the survivors.
 
-    ``out`` is ``(image f32, count u16, n_low u16, n_high u16, noise f32, per_sub (N, 2)
-    int64)`` over the P pixels; ``per_sub`` is accumulated into. ``noise`` is each sub's
-    noise sigma: the noise map is ``sqrt(sum w^2 sigma^2) / sum w`` over the survivors.
+    Rejection works on ``scale_i * (x - pivot) + pivot`` (``rejection = (scales, pivot)``,
+    e.g. scales that equalise the subs' noise); the mean on ``x``. ``clip`` is ``(low,
+    high, max_iterations, floor)``, ``floor`` the least sigma (rejection space). ``out``
+    is ``(image f32, count u16, n_low u16, n_high u16, noise f32, per_sub (N, 2) int64)``
+    over the P pixels; ``per_sub`` is accumulated into. ``noise`` is each sub's noise
+    sigma: the noise map is ``sqrt(sum w^2 sigma^2) / sum w`` over the survivors.
     """
     frames, pixels = stack.shape
     work = _workspace(frames, stack.dtype)
     no_mask = np.zeros((0, 0), dtype=np.bool_)
+    scales, pivot = rejection
     for start in range(0, pixels, _BLOCK):
         size = min(_BLOCK, pixels - start)
-        _block_bounds(stack, start, size, pairs, method, low, high, max_iterations, work)
+        _block_bounds(stack, start, size, scales, pivot, pairs, method, clip, work)
         _accumulate_block(
-            stack, start, size, work[5], work[6], no_mask, no_mask, weights, noise, out
+            stack,
+            start,
+            size,
+            (work[5], work[6]),
+            (no_mask, no_mask),
+            weights,
+            noise,
+            rejection,
+            out,
         )
 
 
@@ -406,6 +447,17 @@ def masked_combine(stack, weights, noise, low_mask, high_mask, out):  # pragma: 
     pixels = stack.shape[1]
     first = np.full(_BLOCK, -np.inf)
     last = np.full(_BLOCK, np.inf)
+    rejection = (np.ones(stack.shape[0]), 0.0)
     for start in range(0, pixels, _BLOCK):
         size = min(_BLOCK, pixels - start)
-        _accumulate_block(stack, start, size, first, last, low_mask, high_mask, weights, noise, out)
+        _accumulate_block(
+            stack,
+            start,
+            size,
+            (first, last),
+            (low_mask, high_mask),
+            weights,
+            noise,
+            rejection,
+            out,
+        )

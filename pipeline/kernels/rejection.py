@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
+from scipy import ndimage
 from scipy.special import stdtrit
 
 from pipeline.kernels import _clip_numba as _clip
@@ -43,6 +44,7 @@ __all__ = [
     "auto_method",
     "averaged_sigma_clip_mask",
     "esd_mask",
+    "grow_rejection",
     "linear_fit_clip_mask",
     "minmax_mask",
     "percentile_clip_mask",
@@ -271,7 +273,7 @@ def _compiled_clip_masks(stack, low, high, max_iterations, method):
     last = np.empty(flat.shape[1])
     pairs = _clip.sorting_network(n)
     _clip.clip_bounds(
-        flat, pairs, method, float(low), float(high), int(max_iterations), first, last
+        flat, pairs, method, (float(low), float(high), int(max_iterations), 0.0), first, last
     )
     finite = np.isfinite(flat)
     low_mask = finite & (flat < first)
@@ -1131,3 +1133,47 @@ def auto_method(n_subs: int, *, frame_type: str = "light") -> str:
     if n_subs <= 15 or frame_type in ("bias", "dark"):
         return "winsorized_sigma"
     return "linear_fit"
+
+
+# --------------------------------------------------------------------------- large scale
+def grow_rejection(mask: ArrayLike, *, growth: int, min_pixels: int) -> np.ndarray:
+    """Grow the rejected structures of one sub's 2-D rejection mask into their edges.
+
+    A satellite or aircraft trail, or a cosmic-ray cluster, is rejected where it is bright;
+    its faint edges fall under the clipping threshold but are the same artefact. A rejected
+    pixel with at least ``min_pixels`` rejected pixels (itself included) in its
+    ``(2 growth + 1)``-pixel square neighbourhood belongs to such a structure; every pixel
+    within ``growth`` of one is rejected too. Isolated rejections (noise) never grow.
+    This is a simple form of PixInsight's large-scale pixel rejection.
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        (rows, cols) rejections of one sub.
+    growth : int
+        Radius (pixels) of the neighbourhood and of the growth (>= 1).
+    min_pixels : int
+        Rejected pixels in the neighbourhood needed to seed growth (>= 1).
+
+    Returns
+    -------
+    ndarray of bool
+        The grown mask (a superset of ``mask``).
+
+    Notes
+    -----
+    The result at a pixel depends only on the mask within ``2 growth`` pixels of it, so a
+    band of rows processed with ``2 growth`` extra rows on each side gives the same result
+    as the whole image.
+    """
+    rejected = np.asarray(mask, dtype=bool)
+    if rejected.ndim != 2:
+        raise ValueError(f"mask has shape {rejected.shape}; pass one sub's 2-D mask")
+    if growth < 1 or min_pixels < 1:
+        raise ValueError(f"growth={growth} and min_pixels={min_pixels} must both be >= 1")
+    if not rejected.any():
+        return rejected.copy()
+    box = np.ones((2 * growth + 1, 2 * growth + 1), dtype=np.int32)
+    counts = ndimage.correlate(rejected.astype(np.int32), box, mode="constant", cval=0)
+    seeds = rejected & (counts >= min_pixels)
+    return rejected | ndimage.binary_dilation(seeds, structure=box.astype(bool))

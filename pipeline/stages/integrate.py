@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config.models import (
+    LargeScaleRejection,
     NoRejection,
     Rejection,
     SigmaClipRejection,
@@ -23,12 +24,14 @@ from pipeline.config.models import (
 from pipeline.kernels import _clip_numba as clip
 from pipeline.kernels.combine import MAX_FRAMES
 from pipeline.kernels.localnorm import evaluate_background
+from pipeline.kernels.rejection import grow_rejection
 from pipeline.stages.normalize import LocalNormalization, Normalization
 from pipeline.stages.rejection import rejection_masks, resolve_rejection
 
 __all__ = [
     "IntegratedBand",
     "autocrop_box",
+    "halo_rows",
     "integrate_band",
     "is_compiled",
     "resolve_rejection",
@@ -83,7 +86,10 @@ def integrate_band(
     weights: np.ndarray,
     rejection: Rejection,
     sub_noise: Sequence[float] | None = None,
+    pivot: Sequence[float] | None = None,
+    large_scale: LargeScaleRejection | None = None,
     rows: slice | None = None,
+    keep: slice | None = None,
     overwrite: bool = False,
 ) -> IntegratedBand:
     """Normalize each sub of a band, reject outliers, and take the weighted mean.
@@ -102,9 +108,23 @@ def integrate_band(
         The configured rejection method (``auto`` resolved by the number of subs).
     sub_noise
         Noise sigma of each sub before normalization (for the noise map); default 1.
+    pivot
+        Background level per channel of the normalized subs (the reference's). When given
+        with ``sub_noise``, rejection compares the subs scaled about it to equal noise,
+        ``s * (x - pivot) + pivot`` with ``s = median(noise') / noise'`` (``noise'`` the
+        normalized noise of the sub), so that a noisy sub neither hides outliers of the
+        others nor loses good samples; the average uses the normalized values. Sigma and
+        winsorized sigma clipping then never take a pixel's sigma below that common noise:
+        a few samples that happen to agree closely must not get good samples rejected.
+    large_scale
+        Grow the high rejections of bright structures (trails) into their edges; it needs
+        :func:`halo_rows` extra rows on each side of the rows kept.
     rows
         Which rows of the full image the band holds (needed for local normalization);
         default: the band is the whole image.
+    keep
+        The rows of the band whose results are returned (default all); the others are
+        the halo that large-scale rejection needs.
     overwrite
         Normalize ``stack`` in place (saves one copy of the band) instead of a copy.
     """
@@ -121,18 +141,34 @@ def integrate_band(
     weights = _checked_weights(weights, frames)
     noise = np.ones(frames) if sub_noise is None else np.asarray(sub_noise, dtype=np.float64)
     rejection = resolve_rejection(rejection, frames)
-    outputs = [_allocate(data.shape[2:], frames) for _ in range(channels)]
+    keep = keep if keep is not None else slice(0, height)
+    kept_shape = (len(range(height)[keep]), data.shape[3])
+    outputs = [_allocate(kept_shape, frames) for _ in range(channels)]
     for channel in range(channels):
-        plane = data[:, channel].reshape(frames, -1)
         factor = np.array([_factor(n, channel) for n in normalizations])
-        _combine(plane, weights, noise * np.abs(factor), rejection, outputs[channel])
+        normalized_noise = noise * np.abs(factor)
+        equalize = (np.ones(frames), 0.0, 0.0)
+        if pivot is not None and sub_noise is not None:
+            common = float(np.median(normalized_noise))
+            level = float(pivot[min(channel, len(pivot) - 1)])
+            equalize = (common / normalized_noise, level, common)
+        combine = _Combination(weights, normalized_noise, equalize, rejection)
+        if large_scale is None:
+            combine.fused(data[:, channel, keep].reshape(frames, -1), outputs[channel])
+        else:
+            combine.grown(data[:, channel], keep, large_scale, outputs[channel])
     per_sub = sum(out[5] for out in outputs)
     image, count, low, high, noise_map = (
-        np.stack([out[k].reshape(data.shape[2:]) for out in outputs]) for k in range(5)
+        np.stack([out[k].reshape(kept_shape) for out in outputs]) for k in range(5)
     )
     if stack.ndim == 3:
         image, count, low, high, noise_map = (a[0] for a in (image, count, low, high, noise_map))
     return IntegratedBand(image, count, low, high, noise_map, per_sub)
+
+
+def halo_rows(large_scale: LargeScaleRejection | None) -> int:
+    """Extra rows on each side of a band that large-scale rejection needs."""
+    return 0 if large_scale is None else 2 * large_scale.growth
 
 
 def _checked_weights(weights, frames: int) -> np.ndarray:
@@ -178,27 +214,82 @@ def _allocate(shape: tuple[int, int], frames: int) -> tuple[np.ndarray, ...]:
     )
 
 
-def _combine(plane, weights, noise, rejection: Rejection, out) -> None:
-    """Reject and average one channel's (N, pixels) plane into ``out``."""
-    method = _COMPILED.get(type(rejection))
-    if method is not None and plane.shape[0] >= 3:
-        clip.clip_combine(
-            plane,
-            weights,
-            noise,
-            clip.sorting_network(plane.shape[0]),
-            method,
-            float(getattr(rejection, "low", 0.0)),
-            float(getattr(rejection, "high", 0.0)),
-            int(getattr(rejection, "max_iterations", 1)),
+@dataclass(frozen=True)
+class _Combination:
+    """How one channel's samples are rejected and averaged.
+
+    ``equalize`` is ``(scales, pivot, noise)``: rejection sees ``scale * (x - pivot) +
+    pivot``, whose noise is ``noise`` (0: unknown); the compiled clippers never use a
+    smaller sigma. ``noise`` (attribute) is each sub's normalized noise, for the noise map.
+    """
+
+    weights: np.ndarray
+    noise: np.ndarray
+    equalize: tuple[np.ndarray, float, float]
+    rejection: Rejection
+
+    def _compiled(self, frames: int) -> tuple[int, tuple, np.ndarray] | None:
+        method = _COMPILED.get(type(self.rejection))
+        if method is None or frames < 3:
+            return None
+        settings = (
+            float(getattr(self.rejection, "low", 0.0)),
+            float(getattr(self.rejection, "high", 0.0)),
+            int(getattr(self.rejection, "max_iterations", 1)),
+            float(self.equalize[2]),
+        )
+        return method, settings, clip.sorting_network(frames)
+
+    def fused(self, plane: np.ndarray, out: tuple) -> None:
+        """Reject and average a (N, pixels) plane into ``out`` in one compiled pass."""
+        scales, pivot = self.equalize[0], float(self.equalize[1])
+        compiled = self._compiled(plane.shape[0])
+        if compiled is not None:
+            method, settings, pairs = compiled
+            clip.clip_combine(
+                plane, self.weights, self.noise, (scales, pivot), pairs, method, settings, out
+            )
+            return
+        low, high = self.masks(plane)
+        clip.masked_combine(plane, self.weights, self.noise, low, high, out)
+
+    def masks(self, plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Low and high rejection masks of a (N, pixels) plane."""
+        frames = plane.shape[0]
+        scales, pivot = self.equalize[0], float(self.equalize[1])
+        compiled = self._compiled(frames)
+        if compiled is not None:
+            method, settings, pairs = compiled
+            low = np.empty(plane.shape, dtype=bool)
+            high = np.empty(plane.shape, dtype=bool)
+            clip.clip_masks(plane, (scales, pivot), pairs, method, settings, low, high)
+            return low, high
+        if frames < 3 or isinstance(self.rejection, NoRejection):
+            return np.zeros(plane.shape, dtype=bool), np.zeros(plane.shape, dtype=bool)
+        tested = scales[:, None] * (plane.astype(np.float64) - pivot) + pivot
+        return rejection_masks(tested.astype(plane.dtype), self.rejection)
+
+    def grown(
+        self, band: np.ndarray, keep: slice, large_scale: LargeScaleRejection, out: tuple
+    ) -> None:
+        """Reject a (N, rows, cols) band, grow each sub's high rejections, average ``keep``."""
+        frames, rows, cols = band.shape
+        low, high = self.masks(band.reshape(frames, -1))
+        high = high.reshape(frames, rows, cols)
+        for index in range(frames):
+            high[index] = grow_rejection(
+                high[index], growth=large_scale.growth, min_pixels=large_scale.min_pixels
+            )
+        high &= ~low.reshape(frames, rows, cols)
+        kept = band[:, keep].reshape(frames, -1)
+        clip.masked_combine(
+            kept,
+            self.weights,
+            self.noise,
+            low.reshape(frames, rows, cols)[:, keep].reshape(frames, -1),
+            high[:, keep].reshape(frames, -1),
             out,
         )
-        return
-    if plane.shape[0] < 3:
-        low = high = np.zeros(plane.shape, dtype=bool)
-    else:
-        low, high = rejection_masks(plane, rejection)
-    clip.masked_combine(plane, weights, noise, low, high, out)
 
 
 def autocrop_box(count: np.ndarray, minimum: int) -> tuple[slice, slice]:

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.config.models import (
     ESDRejection,
+    LargeScaleRejection,
     LinearFitRejection,
     NoRejection,
     SigmaClipRejection,
@@ -59,7 +60,8 @@ def _stack(rng, shape=(9, 53, 40)):
     ],
     ids=lambda r: r.method,
 )
-def test_tiled_integration_equals_in_memory(tmp_path, rejection):
+@pytest.mark.parametrize("large_scale", [None, LargeScaleRejection()], ids=["plain", "grown"])
+def test_tiled_integration_equals_in_memory(tmp_path, rejection, large_scale):
     stack = _stack(np.random.default_rng(12))
     paths = [write_image(tmp_path / f"sub{i}.fits", frame) for i, frame in enumerate(stack)]
     normalizations = [Normalization((1.0 + 0.01 * i,), (-0.5 * i,)) for i in range(9)]
@@ -71,6 +73,8 @@ def test_tiled_integration_equals_in_memory(tmp_path, rejection):
         weights=weights,
         rejection=rejection,
         sub_noise=noise,
+        pivot=[100.0],
+        large_scale=large_scale,
     )
     tiled = integrate_files(
         paths,
@@ -80,6 +84,8 @@ def test_tiled_integration_equals_in_memory(tmp_path, rejection):
         memory_limit_mb=2048,
         workers=2,
         sub_noise=noise,
+        pivot=[100.0],
+        large_scale=large_scale,
         bands=UNEVEN,
     )
     for name in ("image", "count", "low", "high", "noise"):
@@ -127,3 +133,28 @@ def test_noise_map_is_the_weighted_mean_noise():
     sigma = noise * np.array([1.0, 2.0, 1.0, 1.0])
     expected = np.sqrt(np.sum(weights**2 * sigma**2)) / weights.sum()
     np.testing.assert_allclose(band.noise, expected, rtol=1e-6)
+
+
+def test_large_scale_rejection_takes_the_faint_edges_of_a_trail():
+    rng = np.random.default_rng(8)
+    stack = rng.normal(100.0, 5.0, size=(9, 60, 400)).astype(np.float32)
+    clean = stack.copy()
+    trail = 2000.0 * np.exp(-0.5 * ((np.arange(60) - 30.0) / 3.0) ** 2)
+    stack[4] += trail[:, None].astype(np.float32)
+    common = dict(
+        normalizations=[Normalization((1.0,), (0.0,))] * 9,
+        weights=np.ones(9),
+        rejection=WinsorizedSigmaRejection(),
+        sub_noise=np.full(9, 5.0),
+        pivot=[100.0],
+    )
+    plain = integrate_band(stack, **common)
+    grown = integrate_band(stack, large_scale=LargeScaleRejection(), **common)
+    reference = integrate_band(clean, **common)
+    faint = (trail > 15.0) & (trail < 60.0)  # 3 to 12 sigma of one sub: the trail's edges
+    assert faint.sum() == 4
+    assert (plain.high[faint] >= 1).mean() < 0.9  # plain clipping misses part of the edges
+    assert np.all(grown.high[faint] >= 1)  # growth from the bright core takes all of them
+    leak_plain = (plain.image - reference.image)[faint].mean()
+    leak_grown = (grown.image - reference.image)[faint].mean()
+    assert abs(leak_grown) < 0.1 < leak_plain  # ADU; one sub's sigma is 5
