@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import __version__
-from pipeline.config.models import LargeScaleRejection, PipelineConfig, Rejection
+from pipeline.config.models import LargeScaleRejection, MinMaxRejection, PipelineConfig, Rejection
 from pipeline.engine.store import Store
 from pipeline.engine.tiling import band_height, default_memory_limit_mb, row_bands
 from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
@@ -647,22 +647,22 @@ def _local_normalizations(
 ) -> list[normalize.LocalNormalization]:
     """Local normalization of every sub to an integration of the best-weighted subs.
 
-    The LN reference averages the ``reference_subs`` best subs, globally normalized, with
-    equal weights and the configured rejection: gradients that differ from sub to sub
-    largely cancel in it, instead of the best sub's own gradient being imposed on all.
+    The LN reference is the per-pixel median of the ``reference_subs`` best subs, globally
+    normalized: a background template in which gradients of different directions cancel,
+    which no single sub can pull (a sub of poor transparency has its gradient amplified
+    by its normalization factor), and which is not tied to the best sub's own gradient.
+    The models are smooth at ``scale`` pixels, so the median's extra noise does not matter.
     """
     local = config.normalization.local
     best = np.argsort(-np.asarray(weights), kind="stable")[: local.reference_subs]
+    middle = (len(best) - 1) // 2  # min/max rejection of all but the middle one(s): median
     reference = integrate_files(
         [paths[i] for i in best],
         [normalizations[i] for i in best],
         np.ones(len(best)),
-        config.integration.rejection,
+        MinMaxRejection(n_low=middle, n_high=middle),
         memory_limit_mb=memory_limit(config),
         workers=config.engine.workers,
-        sub_noise=[sub_noise[i] for i in best],
-        pivot=pivot,
-        large_scale=config.integration.large_scale_rejection,
     ).image
 
     def model(index: int) -> normalize.LocalNormalization:
