@@ -3,8 +3,9 @@
 For each N, N synthetic registered subs (4000x3000 float32 FITS: sky, stars, noise, one trail)
 are written to a scratch folder; then, each in a fresh subprocess so peak RSS is its own:
 
-* LinearLink: band-tiled winsorized sigma clipping + weighted mean (``integrate_files``) with
-  ``memory_limit_mb`` as configured;
+* LinearLink: band-tiled winsorized sigma clipping + weighted mean (``integrate_files``)
+  with the shipped integration settings (noise-equalised rejection with a noise floor,
+  large-scale rejection) and ``memory_limit_mb`` as configured;
 * ccdproc: ``ccdproc.combine(files, method="average", sigma_clip=True, mem_limit=...)``.
 
 It prints seconds, throughput (megapixel-subs per second), peak RSS and the ratio.
@@ -44,10 +45,11 @@ def _write_subs(folder: Path, count: int, width: int, height: int) -> list[str]:
 
 
 def _run_linearlink(paths: list[str], memory_limit_mb: float) -> None:
-    from pipeline.config.models import WinsorizedSigmaRejection
+    from pipeline.config.models import IntegrationConfig, WinsorizedSigmaRejection
     from pipeline.engine.tasks import integrate_files
     from pipeline.stages.normalize import Normalization
 
+    defaults = IntegrationConfig()  # large-scale rejection and noise equalisation as shipped
     normalizations = [Normalization((1.0,), (0.0,)) for _ in paths]
     integrate_files(
         paths,
@@ -55,6 +57,9 @@ def _run_linearlink(paths: list[str], memory_limit_mb: float) -> None:
         np.ones(len(paths)),
         WinsorizedSigmaRejection(),
         memory_limit_mb=memory_limit_mb,
+        sub_noise=np.full(len(paths), 10.0),
+        pivot=[500.0],
+        large_scale=defaults.large_scale_rejection,
     )
 
 

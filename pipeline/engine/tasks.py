@@ -801,7 +801,7 @@ def integrate_files(
                 dtype=np.float32,
             )
             for position, reader in enumerate(readers):
-                stack[position] = reader.read(read)
+                reader.read_into(stack[position], read)
             band = integrate.integrate_band(
                 stack,
                 normalizations=normalizations,

@@ -8,6 +8,7 @@ file ever carries a final name. Input files are opened read-only.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -119,6 +120,32 @@ class ImageReader:
                 return self._physical(data)
             return self._physical(self._read_direct(rows))
         except (OSError, ValueError, TypeError) as exc:
+            raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
+
+    def read_into(self, out: np.ndarray, rows: slice | None = None) -> None:
+        """Read the image, or a band of rows, as float32 into ``out`` (same shape).
+
+        Big-endian float32 data is read straight into ``out`` and byte-swapped in place, so
+        integrating hundreds of subs band by band makes no temporary copies.
+        """
+        height = self.shape[-2]
+        start, stop, _ = (rows or slice(0, height)).indices(height)
+        expected = self.shape[:-2] + (stop - start, self.shape[-1])
+        if out.shape != expected or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {expected}")
+        plain = self._dtype == np.dtype(">f4") and self._scale == 1.0 and self._zero == 0.0
+        if not (self._direct and plain and hasattr(os, "preadv") and sys.byteorder == "little"):
+            out[...] = self.read(rows)
+            return
+        try:
+            planes = out.reshape(-1, (stop - start) * self.shape[-1])
+            for index, plane in enumerate(planes):
+                position = self._offset + (index * height + start) * self.shape[-1] * 4
+                got = os.preadv(self._fd, [memoryview(plane).cast("B")], position)
+                if got != plane.nbytes:
+                    raise OSError(f"short read: {got} of {plane.nbytes} bytes (truncated?)")
+            out.view(np.uint32).byteswap(inplace=True)  # big-endian bytes -> native floats
+        except OSError as exc:
             raise FrameReadError(f"{self.path}: pixel data unreadable ({exc})") from exc
 
     def _read_direct(self, rows: slice | None) -> np.ndarray:

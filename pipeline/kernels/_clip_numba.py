@@ -29,6 +29,7 @@ __all__ = [
     "clip_bounds",
     "clip_combine",
     "clip_masks",
+    "grow_mask",
     "masked_combine",
     "sorting_network",
 ]
@@ -100,16 +101,23 @@ def _sort_tile(tile, size, pairs):  # pragma: no cover - compiled
 
 # ------------------------------------------------------------------------ per-pixel clipping
 @njit(cache=True, nogil=True)
-def _search(values, bound, lo, hi, inclusive):  # pragma: no cover - compiled
-    """First index in ``[lo, hi)`` whose value is > bound (inclusive) or >= bound."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        below = values[mid] <= bound if inclusive else values[mid] < bound
-        if below:
-            lo = mid + 1
-        else:
-            hi = mid
+def _search_up(values, bound, lo, hi):  # pragma: no cover - compiled
+    """First index in ``[lo, hi)`` whose value is >= bound, scanning up from ``lo``.
+
+    Clipping bounds sit near the ends of the sorted range, so a linear scan from the
+    near end takes a step or two, without the mispredicted branches of a bisection.
+    """
+    while lo < hi and values[lo] < bound:
+        lo += 1
     return lo
+
+
+@njit(cache=True, nogil=True)
+def _search_down(values, bound, lo, hi):  # pragma: no cover - compiled
+    """First index in ``[lo, hi)`` whose value is > bound, scanning down from ``hi``."""
+    while hi > lo and values[hi - 1] > bound:
+        hi -= 1
+    return hi
 
 
 @njit(cache=True, nogil=True)
@@ -130,8 +138,8 @@ def _winsorized_std(values, c1, c2, offset, lo, hi, median, width):  # pragma: n
     """Sample std of ``values[lo:hi]`` clipped to ``median +- 1.5 width``."""
     a = median - _WINSOR_CUT * width
     b = median + _WINSOR_CUT * width
-    ia = _search(values, a, lo, hi, False)
-    ib = _search(values, b, ia, hi, True)
+    ia = _search_up(values, a, lo, hi)
+    ib = _search_down(values, b, ia, hi)
     a -= offset
     b -= offset
     s1 = c1[ib] - c1[ia]
@@ -181,8 +189,8 @@ def _winsorized_fixed_point(values, c1, c2, offset, lo, hi, median, width):  # p
     alpha = _WINSOR_CORRECTION**2 / (n - 1.0)
     shift = median - offset
     upper = width
-    ia = _search(values, median - _WINSOR_CUT * upper, lo, hi, False)
-    ib = _search(values, median + _WINSOR_CUT * upper, ia, hi, True)
+    ia = _search_up(values, median - _WINSOR_CUT * upper, lo, hi)
+    ib = _search_down(values, median + _WINSOR_CUT * upper, ia, hi)
     for _ in range(hi - lo + 1):
         t1 = c1[ib] - c1[ia]
         t2 = c2[ib] - c2[ia]
@@ -248,8 +256,8 @@ def _clip_range(values, c1, c2, offset, n, method, clip):  # pragma: no cover - 
         sigma = max(sigma, floor)
         if _is_zero(sigma, median):
             break
-        new_lo = _search(values, median - low * sigma, lo, hi, False)
-        new_hi = _search(values, median + high * sigma, new_lo, hi, True)
+        new_lo = _search_up(values, median - low * sigma, lo, hi)
+        new_hi = _search_down(values, median + high * sigma, new_lo, hi)
         if new_hi - new_lo < _MIN_SURVIVORS or (new_lo == lo and new_hi == hi):
             break
         lo = new_lo
@@ -461,3 +469,25 @@ def masked_combine(stack, weights, noise, low_mask, high_mask, out):  # pragma: 
             rejection,
             out,
         )
+
+
+@njit(cache=True, nogil=True)
+def grow_mask(mask, growth, min_pixels, out):  # pragma: no cover - compiled
+    """Sparse growth of a 2-D rejection mask (see ``rejection.grow_rejection``).
+
+    Work is proportional to the number of rejected pixels: each counts its rejected
+    neighbours in the ``(2 growth + 1)`` square; seeds mark their square in ``out``
+    (which must hold a copy of ``mask``).
+    """
+    rows, cols = mask.shape
+    ys, xs = np.nonzero(mask)
+    for k in range(ys.size):
+        y, x = ys[k], xs[k]
+        y0, y1 = max(0, y - growth), min(rows, y + growth + 1)
+        x0, x1 = max(0, x - growth), min(cols, x + growth + 1)
+        count = 0
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                count += mask[yy, xx]
+        if count >= min_pixels:
+            out[y0:y1, x0:x1] = True

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
-from scipy import ndimage
 from scipy.special import stdtrit
 
 from pipeline.kernels import _clip_numba as _clip
@@ -1171,9 +1170,7 @@ def grow_rejection(mask: ArrayLike, *, growth: int, min_pixels: int) -> np.ndarr
         raise ValueError(f"mask has shape {rejected.shape}; pass one sub's 2-D mask")
     if growth < 1 or min_pixels < 1:
         raise ValueError(f"growth={growth} and min_pixels={min_pixels} must both be >= 1")
-    if not rejected.any():
-        return rejected.copy()
-    box = np.ones((2 * growth + 1, 2 * growth + 1), dtype=np.int32)
-    counts = ndimage.correlate(rejected.astype(np.int32), box, mode="constant", cval=0)
-    seeds = rejected & (counts >= min_pixels)
-    return rejected | ndimage.binary_dilation(seeds, structure=box.astype(bool))
+    grown = rejected.copy()
+    if rejected.any():
+        _clip.grow_mask(rejected, int(growth), int(min_pixels), grown)
+    return grown

@@ -50,3 +50,29 @@ def test_input_file_is_not_modified_by_reading(tmp_path):
     image = read_image(path)
     image += 5
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        np.arange(7 * 9, dtype=np.float32).reshape(7, 9) - 20.5,
+        np.arange(3 * 7 * 9, dtype=np.float32).reshape(3, 7, 9) * 0.25,
+        np.arange(7 * 9, dtype=np.uint16).reshape(7, 9) * 1000,
+    ],
+    ids=["float32", "float32-rgb", "uint16-bzero"],
+)
+def test_read_into_equals_read_for_every_band(tmp_path, data):
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    with ImageReader(path) as reader:
+        for rows in (slice(0, 7), slice(2, 5), slice(6, 7)):
+            out = np.empty(data.shape[:-2] + (rows.stop - rows.start, 9), dtype=np.float32)
+            reader.read_into(out, rows)
+            np.testing.assert_array_equal(out, reader.read(rows))
+
+
+def test_read_into_refuses_a_wrong_buffer(tmp_path):
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(np.zeros((4, 5), dtype=np.float32)).writeto(path)
+    with ImageReader(path) as reader, pytest.raises(ValueError, match="shape \\(2, 5\\)"):
+        reader.read_into(np.empty((3, 5), dtype=np.float32), slice(0, 2))

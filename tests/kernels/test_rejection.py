@@ -9,6 +9,7 @@ import pytest
 from astropy.stats import sigma_clip
 
 from pipeline.kernels.rejection import (
+    grow_rejection,
     minmax_mask,
     sigma_clip_mask,
     winsorized_sigma_clip_mask,
@@ -248,3 +249,39 @@ def test_minmax_zero_counts_reject_nothing():
 def test_validation(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _reference_growth(mask, growth, min_pixels):
+    """Straightforward scipy version: neighbourhood counts, seeds, square dilation."""
+    from scipy import ndimage
+
+    box = np.ones((2 * growth + 1,) * 2, dtype=int)
+    counts = ndimage.correlate(mask.astype(int), box, mode="constant")
+    seeds = mask & (counts >= min_pixels)
+    return mask | ndimage.binary_dilation(seeds, structure=box.astype(bool))
+
+
+@pytest.mark.parametrize(("growth", "min_pixels"), [(1, 2), (2, 3), (3, 5)])
+def test_grow_rejection_matches_a_reference(growth, min_pixels):
+    rng = np.random.default_rng(growth)
+    mask = rng.random((70, 90)) < 0.02
+    mask[30:33, :] = True  # a trail
+    grown = grow_rejection(mask, growth=growth, min_pixels=min_pixels)
+    np.testing.assert_array_equal(grown, _reference_growth(mask, growth, min_pixels))
+
+
+def test_grow_rejection_widens_a_trail_but_not_isolated_pixels():
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[20, :] = True
+    mask[5, 5] = True
+    grown = grow_rejection(mask, growth=2, min_pixels=3)
+    assert grown[18:23, 2:38].all() and not grown[17].any() and not grown[23].any()
+    assert grown[5, 5] and grown[3:8, 3:8].sum() == 1
+
+
+def test_grow_rejection_of_a_band_with_halo_equals_the_whole():
+    rng = np.random.default_rng(4)
+    mask = rng.random((60, 50)) < 0.05
+    whole = grow_rejection(mask, growth=2, min_pixels=3)
+    band = grow_rejection(mask[16:44], growth=2, min_pixels=3)[4:24]  # rows 20..40, halo 4
+    np.testing.assert_array_equal(band, whole[20:40])
