@@ -269,6 +269,11 @@ class NormalizationConfig(_Section):
         "additive_scaling",
         description="How each sub's level and scale are matched to the reference.",
     )
+    scale: Literal["photometric", "dispersion"] = Field(
+        "photometric",
+        description="Scale of additive_scaling: photometric (matched-star flux ratio, one "
+        "for all channels) or dispersion (MAD of each channel, as PixInsight's default).",
+    )
     local: LocalNormalizationConfig | None = Field(
         default_factory=LocalNormalizationConfig,
         description="Local normalization (matches gradients sub to sub); null to turn off.",

@@ -458,7 +458,7 @@ def register_frame(
                 interpolation=config.registration.interpolation,
             )
         planes = [warped] if warped.ndim == 2 else list(warped)
-        location = [robust_location_scale(plane)[0] for plane in planes]
+        statistics = [robust_location_scale(plane) for plane in planes]
         path = store.path("register", Path(light["frame"]).stem, key, ".fits")
         write_image(path, warped, cards=_registered_cards(light, solution))
         result = {
@@ -466,7 +466,8 @@ def register_frame(
             "matched": solution.matched,
             "rms": solution.rms,
             "flux_ratio": solution.flux_ratio,
-            "location": location,
+            "location": [stat[0] for stat in statistics],
+            "dispersion": [stat[1] for stat in statistics],
             "noise": measure.central_noise(luminance(warped)),
             "coverage": float(np.isfinite(warped).mean()),
         }
@@ -689,6 +690,7 @@ def _weights_and_exclusions(
         [r["flux_ratio"] for r in results],
         reference_index,
         config.normalization,
+        dispersions=[r.get("dispersion") for r in results],
     )
     metrics = [sub["measure"]["result"]["metrics"] for sub in subs]
     weights = select.sub_weights(

@@ -19,7 +19,7 @@ from pipeline.kernels.localnorm import background_grid
 
 __all__ = ["LocalNormalization", "Normalization", "local_normalization", "normalize_subs"]
 
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,18 @@ class Normalization:
 
     factor: tuple[float, ...]
     offset: tuple[float, ...]
+
+
+def _dispersion_factors(dispersions, shape: tuple[int, int], reference_index: int) -> np.ndarray:
+    if dispersions is None or any(d is None for d in dispersions):
+        raise ValueError(
+            "normalization.scale: dispersion needs the dispersion of every registered sub; "
+            "re-run registration (clear work/register) or use scale: photometric"
+        )
+    spread = np.asarray(dispersions, dtype=np.float64).reshape(shape)
+    valid = np.isfinite(spread) & (spread > 0)
+    factors = np.where(valid, spread[reference_index] / np.where(valid, spread, 1.0), 1.0)
+    return factors
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ def normalize_subs(
     signal_ratios: Sequence[float],
     reference_index: int,
     config: NormalizationConfig,
+    *,
+    dispersions: Sequence[Sequence[float] | float | None] | None = None,
 ) -> list[Normalization]:
     """Normalization of every sub relative to the reference sub.
 
@@ -67,6 +81,12 @@ def normalize_subs(
         One ratio for all channels keeps each sub's colour balance.
     reference_index
         Index of the reference sub.
+    config
+        The method (additive + scaling, additive, multiplicative, none) and the source of
+        the scale (photometric, or dispersion).
+    dispersions
+        Robust dispersion (MAD-sigma) of each registered sub per channel; needed for
+        ``scale: dispersion``, whose factor is the reference's dispersion over the sub's.
     """
     location = np.asarray(locations, dtype=np.float64).reshape(len(signal_ratios), -1)
     ratio = np.asarray(signal_ratios, dtype=np.float64)
@@ -80,7 +100,12 @@ def normalize_subs(
         factors = ref_location / np.where(location == 0, np.nan, location)
         offsets = np.zeros_like(location)
     else:
-        factors = np.repeat((ratio / ratio[reference_index])[:, None], location.shape[1], axis=1)
+        if config.scale == "dispersion":
+            factors = _dispersion_factors(dispersions, location.shape, reference_index)
+        else:
+            factors = np.repeat(
+                (ratio / ratio[reference_index])[:, None], location.shape[1], axis=1
+            )
         offsets = ref_location - location * factors
     return [
         Normalization(tuple(map(float, f)), tuple(map(float, o)))
