@@ -223,13 +223,19 @@ def _winsorized_fixed_point(values, c1, c2, offset, lo, hi, median, width):  # p
 
 
 @njit(cache=True, nogil=True)
-def _winsorized_sigma(values, c1, c2, offset, lo, hi, median):  # pragma: no cover
-    """PixInsight's Huber-winsorized sigma of ``values[lo:hi]`` around ``median``."""
+def _winsorized_sigma(values, c1, c2, offset, lo, hi, median, floor):  # pragma: no cover
+    """PixInsight's Huber-winsorized sigma of ``values[lo:hi]``, never below ``floor``.
+
+    The iteration only descends from ``f(s0)``, so when that is already below the floor
+    the (costlier) fixed point is not needed.
+    """
     sigma0 = np.sqrt(_variance(c1, c2, lo, hi, 1))
     sigma1 = _WINSOR_CORRECTION * _winsorized_std(values, c1, c2, offset, lo, hi, median, sigma0)
+    if sigma1 <= floor:
+        return floor
     if sigma1 < sigma0 and not _is_zero(sigma0, median):
-        return _winsorized_fixed_point(values, c1, c2, offset, lo, hi, median, sigma1)
-    return sigma1
+        sigma1 = _winsorized_fixed_point(values, c1, c2, offset, lo, hi, median, sigma1)
+    return max(sigma1, floor)
 
 
 @njit(cache=True, nogil=True)
@@ -252,7 +258,7 @@ def _clip_range(values, c1, c2, offset, n, method, clip):  # pragma: no cover - 
         if method == METHOD_SIGMA:
             sigma = np.sqrt(_variance(c1, c2, lo, hi, 0))
         else:
-            sigma = _winsorized_sigma(values, c1, c2, offset, lo, hi, median)
+            sigma = _winsorized_sigma(values, c1, c2, offset, lo, hi, median, floor)
         sigma = max(sigma, floor)
         if _is_zero(sigma, median):
             break

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from pipeline.stages.integrate import autocrop_box
+from pipeline.config.loader import parse_config
+from pipeline.stages.integrate import autocrop_box, integrate_band
+from pipeline.stages.normalize import Normalization
 
 
 def test_autocrop_peels_the_under_covered_border():
@@ -20,3 +23,37 @@ def test_autocrop_of_a_colour_count_uses_the_worst_channel():
     count[2, :, :4] = 1
     rows, cols = autocrop_box(count, minimum=5)
     assert cols.start == 4 and rows == slice(0, 20)
+
+
+PLANTED = [
+    {"method": "sigma_clip", "low": 3, "high": 3},
+    {"method": "winsorized_sigma", "low": 3, "high": 3},
+    {"method": "minmax", "n_low": 1, "n_high": 1},
+    {"method": "percentile_clip"},
+    {"method": "averaged_sigma", "low": 1.5, "high": 1.5},
+    {"method": "linear_fit", "low": 5, "high": 4},
+    {"method": "esd", "alpha": 0.01, "low_relaxation": 1},
+]
+
+
+@pytest.mark.parametrize("method", PLANTED, ids=lambda m: m["method"])
+@pytest.mark.parametrize("equalize", [False, True], ids=["plain", "noise-equalised"])
+def test_integration_rejects_exactly_the_planted_outliers(method, equalize):
+    """15 subs at 100 +- 1, one at 1000 and one at -500: the master is the mean of the rest."""
+    rejection = parse_config({"integration": {"rejection": method}}).integration.rejection
+    rng = np.random.default_rng(21)
+    stack = rng.normal(100.0, 1.0, (15, 1, 1)).astype(np.float32)
+    stack[4], stack[11] = 1000.0, -500.0
+    band = integrate_band(
+        stack,
+        normalizations=[Normalization((1.0,), (0.0,))] * 15,
+        weights=np.ones(15),
+        rejection=rejection,
+        sub_noise=np.ones(15) if equalize else None,
+        pivot=[100.0] if equalize else None,
+    )
+    good = np.delete(stack[:, 0, 0], [4, 11])
+    assert (band.low[0, 0], band.high[0, 0], band.count[0, 0]) == (1, 1, 13)
+    np.testing.assert_allclose(band.image[0, 0], good.mean(dtype=np.float64), rtol=1e-6)
+    assert band.rejected_per_sub[4].tolist() == [0, 1]
+    assert band.rejected_per_sub[11].tolist() == [1, 0]
