@@ -782,6 +782,7 @@ def integrate_files(
                 workers=workers,
                 compiled=compiled,
                 masks=large_scale is not None,
+                halo=integrate.halo_rows(large_scale),
             )
             bands = list(row_bands(shape[-2], height))
         result = IntegrationResult(
@@ -795,12 +796,16 @@ def integrate_files(
         per_band = [None] * len(bands)
 
         halo = integrate.halo_rows(large_scale)
+        workspace = threading.local()
 
         def integrate_rows(index: int, rows: slice) -> None:
             read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
-            stack = np.empty(
+            if not hasattr(workspace, "scratch"):
+                workspace.scratch = integrate.Scratch()
+            stack = workspace.scratch.array(
+                "stack",
                 (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]),
-                dtype=np.float32,
+                np.float32,
             )
             for position, reader in enumerate(readers):
                 reader.read_into(stack[position], read)
@@ -815,6 +820,7 @@ def integrate_files(
                 rows=read,
                 keep=slice(rows.start - read.start, rows.stop - read.start),
                 overwrite=True,
+                scratch=workspace.scratch,
             )
             del stack
             for name in ("image", "count", "low", "high", "noise"):

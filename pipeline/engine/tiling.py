@@ -28,7 +28,7 @@ MASTER_BYTES_PER_PIXEL = 4 + 4 + 2 + 2 + 2
 #: boolean masks; the other rejectors add masks, a rejection-space copy and the sorted
 #: chunks of their kernels.
 _COPIES_FUSED = 1.15
-_COPIES_COMPILED_MASKS = 1.75
+_COPIES_COMPILED_MASKS = 1.8
 _COPIES_MASKED = 3.5
 
 
@@ -49,6 +49,7 @@ def band_height(
     workers: int,
     compiled: bool,
     masks: bool = False,
+    halo: int = 0,
 ) -> int:
     """Rows per band so that ``workers`` bands in flight plus the master fit the limit.
 
@@ -66,6 +67,8 @@ def band_height(
         Whether the rejection runs compiled (fewer copies).
     masks
         Whether rejection masks are kept for the band (large-scale rejection).
+    halo
+        Extra rows read on each side of a band (large-scale rejection).
 
     Raises
     ------
@@ -81,9 +84,10 @@ def band_height(
     if compiled:
         copies = _COPIES_COMPILED_MASKS if masks else _COPIES_FUSED
     bytes_per_row = max(1, frames) * 4 * copies * pixels / rows
-    height = int(budget // (bytes_per_row * max(1, workers)))
+    height = int(budget // (bytes_per_row * max(1, workers))) - 2 * halo
     if height < 1:
-        needed = (RESERVE_MB * 2**20 + pixels * MASTER_BYTES_PER_PIXEL + bytes_per_row) / 2**20
+        needed = RESERVE_MB * 2**20 + pixels * MASTER_BYTES_PER_PIXEL
+        needed = (needed + bytes_per_row * (1 + 2 * halo) * max(1, workers)) / 2**20
         raise IntegrationError(
             f"integration.memory_limit_mb={memory_limit_mb:g} is too small for {frames} subs "
             f"of shape {tuple(shape)}: at least {needed:.0f} MiB are needed; raise it"

@@ -378,6 +378,7 @@ def _accumulate_block(stack, start, size, bounds, masks, weights, noise, rejecti
     highs = np.zeros(size, dtype=np.int32)
     masked = low_mask.shape[0] > 0
     tested = np.empty(size, dtype=stack.dtype)  # the samples as sorted in the tile
+    no_mask = np.zeros(size, dtype=np.bool_)
     for i in range(stack.shape[0]):
         row = stack[i, start : start + size]
         scale = scales[i]
@@ -392,8 +393,8 @@ def _accumulate_block(stack, start, size, bounds, masks, weights, noise, rejecti
             low_row = low_mask[i, start : start + size]
             high_row = high_mask[i, start : start + size]
         else:
-            low_row = np.zeros(size, dtype=np.bool_)
-            high_row = low_row
+            low_row = no_mask
+            high_row = no_mask
         for j in range(size):
             value = np.float64(row[j])
             finite = value - value == 0

@@ -30,6 +30,7 @@ from pipeline.stages.rejection import rejection_masks, resolve_rejection
 
 __all__ = [
     "IntegratedBand",
+    "Scratch",
     "autocrop_box",
     "halo_rows",
     "integrate_band",
@@ -67,6 +68,26 @@ class IntegratedBand:
     rejected_per_sub: np.ndarray
 
 
+class Scratch:
+    """Reusable working arrays of one worker.
+
+    A fresh multi-hundred-megabyte array costs a page fault per 4 KiB page the first time
+    it is written; bands of the same size reuse the same memory instead.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` (valid until the next request)."""
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.nbytes < size:
+            buffer = self._buffers[name] = np.empty(size, dtype=np.uint8)
+        return buffer[:size].view(dtype).reshape(shape)
+
+
 _COMPILED = {
     NoRejection: clip.METHOD_NONE,
     SigmaClipRejection: clip.METHOD_SIGMA,
@@ -91,6 +112,7 @@ def integrate_band(
     rows: slice | None = None,
     keep: slice | None = None,
     overwrite: bool = False,
+    scratch: Scratch | None = None,
 ) -> IntegratedBand:
     """Normalize each sub of a band, reject outliers, and take the weighted mean.
 
@@ -127,6 +149,8 @@ def integrate_band(
         the halo that large-scale rejection needs.
     overwrite
         Normalize ``stack`` in place (saves one copy of the band) instead of a copy.
+    scratch
+        Reusable working memory for the rejection masks (one per worker).
     """
     frames = stack.shape[0]
     if not 1 <= frames <= MAX_FRAMES:
@@ -152,7 +176,7 @@ def integrate_band(
             common = float(np.median(normalized_noise))
             level = float(pivot[min(channel, len(pivot) - 1)])
             equalize = (common / normalized_noise, level, common)
-        combine = _Combination(weights, normalized_noise, equalize, rejection)
+        combine = _Combination(weights, normalized_noise, equalize, rejection, scratch)
         if large_scale is None:
             combine.fused(data[:, channel, keep].reshape(frames, -1), outputs[channel])
         else:
@@ -227,6 +251,7 @@ class _Combination:
     noise: np.ndarray
     equalize: tuple[np.ndarray, float, float]
     rejection: Rejection
+    scratch: Scratch | None = None
 
     def _compiled(self, frames: int) -> tuple[int, tuple, np.ndarray] | None:
         method = _COMPILED.get(type(self.rejection))
@@ -260,8 +285,9 @@ class _Combination:
         compiled = self._compiled(frames)
         if compiled is not None:
             method, settings, pairs = compiled
-            low = np.empty(plane.shape, dtype=bool)
-            high = np.empty(plane.shape, dtype=bool)
+            scratch = self.scratch or Scratch()
+            low = scratch.array("low", plane.shape, bool)
+            high = scratch.array("high", plane.shape, bool)
             clip.clip_masks(plane, (scales, pivot), pairs, method, settings, low, high)
             return low, high
         if frames < 3 or isinstance(self.rejection, NoRejection):
@@ -275,21 +301,28 @@ class _Combination:
         """Reject a (N, rows, cols) band, grow each sub's high rejections, average ``keep``."""
         frames, rows, cols = band.shape
         low, high = self.masks(band.reshape(frames, -1))
-        high = high.reshape(frames, rows, cols)
+        low, high = low.reshape(frames, rows, cols), high.reshape(frames, rows, cols)
         for index in range(frames):
-            high[index] = grow_rejection(
+            grown = grow_rejection(
                 high[index], growth=large_scale.growth, min_pixels=large_scale.min_pixels
             )
-        high &= ~low.reshape(frames, rows, cols)
-        kept = band[:, keep].reshape(frames, -1)
+            np.logical_and(grown, ~low[index], out=high[index])
+        # Combine the whole (contiguous) band, halo included, then keep the band proper:
+        # the compiled loop vectorises only over contiguous rows.
+        whole = _allocate((rows, cols), frames)
         clip.masked_combine(
-            kept,
+            band.reshape(frames, -1),
             self.weights,
             self.noise,
-            low.reshape(frames, rows, cols)[:, keep].reshape(frames, -1),
-            high[:, keep].reshape(frames, -1),
-            out,
+            low.reshape(frames, -1),
+            high.reshape(frames, -1),
+            whole,
         )
+        kept = np.arange(rows * cols).reshape(rows, cols)[keep].ravel()
+        for target, source in zip(out[:5], whole[:5], strict=True):
+            target[:] = source[kept]
+        out[5][:, 0] += np.count_nonzero(low[:, keep], axis=(1, 2))
+        out[5][:, 1] += np.count_nonzero(high[:, keep], axis=(1, 2))
 
 
 def autocrop_box(count: np.ndarray, minimum: int) -> tuple[slice, slice]:
