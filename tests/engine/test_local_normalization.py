@@ -81,6 +81,8 @@ def test_local_normalization_flattens_rotating_gradients(rotating_night, filt):
     rms_ln, ptp_ln, used = _flatness(night, truth, runs["ln"].manifest_path.parent, group)
     rms_global, ptp_global, _ = _flatness(night, truth, runs["global"].manifest_path.parent, group)
     assert used == 10  # every sub integrated: the night's gradients cancel
+    print(f"{filt}: LN RMS {rms_ln:.3%} p-p {ptp_ln:.3%}; ", end="")
+    print(f"global RMS {rms_global:.3%} p-p {ptp_global:.3%}")
     assert rms_ln < 0.001, f"LN flatness {rms_ln:.3%} (global only {rms_global:.3%})"
     if filt == "L":  # unequal weights (a cloudy sub) leave a gradient without LN
         assert rms_global > 2 * rms_ln, f"global {rms_global:.3%} vs LN {rms_ln:.3%}"
