@@ -42,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--output", type=Path, help="output folder (default: ./<night>_linearlink)"
     )
+    scale_out = run.add_mutually_exclusive_group()
+    scale_out.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing dask.distributed cluster (e.g. tcp://10.0.0.5:8786)",
+    )
+    scale_out.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="start a local dask.distributed cluster of N worker processes",
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="show groups, calibration choices and cache status")
@@ -108,13 +120,24 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.engine.runner import Pipeline
 
     _check_night(args.night)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides + _scale_out_overrides(args))
     started = time.perf_counter()
     pipeline = Pipeline(config, _output_for(args), log=lambda line: print(line, flush=True))
     summary = pipeline.run(args.night)
     _print_summary(summary.manifest, time.perf_counter() - started)
     print(f"manifest: {summary.manifest_path}")
     return summary.exit_code
+
+
+def _scale_out_overrides(args: argparse.Namespace) -> list[str]:
+    """``--scheduler`` / ``--workers`` as engine settings (they win over the config file)."""
+    if args.scheduler:
+        return ["engine.scheduler=distributed", f"engine.address={args.scheduler}"]
+    if args.workers is not None:
+        if args.workers < 1:
+            raise LinearLinkError(f"--workers {args.workers}: give at least 1 worker process")
+        return ["engine.scheduler=distributed", f"engine.workers={args.workers}"]
+    return []
 
 
 def _print_summary(manifest: dict, seconds: float) -> None:

@@ -435,11 +435,16 @@ class PreviewConfig(_Section):
 class EngineConfig(_Section):
     """Scheduling of the dask graph."""
 
-    scheduler: Literal["threads", "processes", "synchronous"] = Field(
+    scheduler: Literal["threads", "processes", "synchronous", "distributed"] = Field(
         "threads",
-        description="dask scheduler: threads (default), processes (GIL-free), synchronous.",
+        description="dask scheduler: threads (default), processes (GIL-free), synchronous, "
+        "distributed (the cluster at address, or a local cluster of worker processes).",
     )
     workers: int | None = Field(None, ge=1, description="Workers; default: CPU count.")
+    address: str | None = Field(
+        None,
+        description="dask.distributed scheduler address (tcp://host:8786) for distributed.",
+    )
 
 
 class PipelineConfig(_Section):

@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dask
 from dask import delayed
 
 from pipeline import __version__
 from pipeline.config.models import PipelineConfig
-from pipeline.engine import tasks
+from pipeline.engine import execution, tasks
 from pipeline.engine.scan import scan_night
 from pipeline.engine.store import Store, write_json_atomic
 from pipeline.errors import ConfigError, FrameReadError, LinearLinkError
@@ -123,8 +122,7 @@ class Pipeline:
             f"{len(plan.groups)} groups; {len(plan.skipped)} files skipped"
         )
         graph = self._graph(plan)
-        with dask.config.set(scheduler=self.config.engine.scheduler):
-            (results,) = dask.compute(graph, num_workers=self.config.engine.workers)
+        results = execution.compute(graph, self.config.engine, log=self.log)
         published = self._publish(plan, results)
         manifest = self._manifest(
             night, plan, results, published, started, time.perf_counter() - clock
