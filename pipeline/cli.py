@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start a local dask.distributed cluster of N worker processes",
     )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running while new subs arrive; refresh the masters every --every subs",
+    )
+    run.add_argument(
+        "--every", type=int, default=5, metavar="N", help="watch: refresh after N new files"
+    )
+    run.add_argument(
+        "--poll", type=float, default=10.0, metavar="S", help="watch: look every S seconds"
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="show groups, calibration choices and cache status")
@@ -122,11 +133,45 @@ def _run(args: argparse.Namespace) -> int:
     _check_night(args.night)
     config = load_config(args.config, args.overrides + _scale_out_overrides(args))
     started = time.perf_counter()
-    pipeline = Pipeline(config, _output_for(args), log=lambda line: print(line, flush=True))
+    pipeline = Pipeline(
+        config, _output_for(args), log=lambda line: print(line, flush=True), progress=sys.stderr
+    )
+    if args.watch:
+        return _watch(pipeline, args)
     summary = pipeline.run(args.night)
     _print_summary(summary.manifest, time.perf_counter() - started)
     print(f"manifest: {summary.manifest_path}")
     return summary.exit_code
+
+
+def _watch(pipeline, args: argparse.Namespace) -> int:
+    """Refresh until Ctrl-C; the output folder is complete and resumable at any time."""
+    from pipeline.engine.watch import watch
+
+    if args.every < 1 or args.poll <= 0:
+        raise LinearLinkError(
+            f"--every {args.every} --poll {args.poll}: refresh after at least 1 new file and "
+            "look at the folder at a positive interval"
+        )
+    print(f"watching {args.night} (refresh every {args.every} new files; Ctrl-C stops)")
+    started = time.perf_counter()
+
+    def report(summary) -> None:
+        _print_summary(summary.manifest, time.perf_counter() - started)
+
+    try:
+        last = watch(
+            pipeline,
+            args.night,
+            every=args.every,
+            poll_seconds=args.poll,
+            should_stop=lambda: False,
+            on_run=report,
+        )
+    except KeyboardInterrupt:
+        print("stopped; the output folder is complete: run again to resume")
+        return 0
+    return last.exit_code if last is not None else 1
 
 
 def _scale_out_overrides(args: argparse.Namespace) -> list[str]:
@@ -141,6 +186,9 @@ def _scale_out_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _print_summary(manifest: dict, seconds: float) -> None:
+    """The end-of-run report: stages, one row per light group, problems, status, time."""
+    from pipeline.engine.runner import EXIT_CODES
+
     print("stages (computed / reused, seconds):")
     for stage, entry in manifest["stages"].items():
         if entry["computed"] or entry["reused"]:
@@ -148,19 +196,46 @@ def _print_summary(manifest: dict, seconds: float) -> None:
                 f"  {stage:<17} {entry['computed']:>4} / {entry['reused']:<4} "
                 f"{entry['seconds']:8.2f}"
             )
-    excluded = [frame for frame in manifest["frames"] if frame.get("excluded")]
-    for frame in excluded:
-        print(f"excluded {frame['path']}: {frame['excluded']}")
-    for skipped in manifest["skipped"]:
-        print(f"skipped {skipped['path']}: {skipped['reason']}")
-    for group, info in manifest["integration"].items():
-        if "failed" in info:
-            print(f"FAILED {group}: {info['failed']}")
-    for master in manifest["masters"]:
-        print(f"master {master['group']}: {master['ncombine']} subs -> {master['path']}")
-        if master["preview"]:
-            print(f"  preview -> {master['preview']}")
+    _print_groups(manifest)
+    selected_out = [f for f in manifest["frames"] if f["excluded"] and not f.get("failed_stage")]
+    if selected_out:
+        print(f"left out by the selection rules ({len(selected_out)}):")
+        for frame in selected_out:
+            print(f"  {frame['path']}: {frame['excluded']}")
+    problems = manifest["problems"]
+    if problems:
+        print(f"problems ({len(problems)}: bad files, failed subs and groups):")
+        for problem in problems:
+            where = problem["path"] or f"group {problem['group']}"
+            print(f"  [{problem['stage']}] {where}: {problem['reason']}")
+    expected, written = len(manifest["integration"]), len(manifest["masters"])
+    print(
+        f"status: {manifest['status']} (exit {EXIT_CODES[manifest['status']]}): {written} of "
+        f"{expected} light group(s) have a master, {len(problems)} problem(s)"
+    )
     print(f"done in {seconds:.1f} s")
+
+
+def _print_groups(manifest: dict) -> None:
+    """One row per light group: subs used and left out, and the master (or why it failed)."""
+    if not manifest["integration"]:
+        print("light groups: none (calibration masters only)")
+        return
+    masters = {master["group"]: master for master in manifest["masters"]}
+    excluded: dict[str, int] = {}
+    for frame in manifest["frames"]:
+        if frame["excluded"]:
+            excluded[frame["group"]] = excluded.get(frame["group"], 0) + 1
+    width = max(len("light group"), *(len(group) for group in manifest["integration"]))
+    print("light groups (subs used and excluded, master):")
+    print(f"  {'light group':<{width}}  {'used':>4}  {'excluded':>8}  master")
+    for group, info in manifest["integration"].items():
+        master = masters.get(group)
+        used = master["ncombine"] if master else 0
+        where = master["path"] if master else f"FAILED: {info.get('failed', 'not written')}"
+        print(f"  {group:<{width}}  {used:>4}  {excluded.get(group, 0):>8}  {where}")
+        if master and master["preview"]:
+            print(f"  {'':<{width}}  {'':>4}  {'':>8}  preview {master['preview']}")
 
 
 def _plan(args: argparse.Namespace) -> int:

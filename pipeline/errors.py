@@ -10,20 +10,26 @@ The tree::
     ├── RegistrationError           a sub could not be aligned to the reference
     ├── IntegrationError            a group could not be integrated (e.g. no usable subs)
     └── OutputError                 an output could not be written
+        ├── DiskFullError           the output folder's disk is full (nothing half-written is kept)
+        └── OutputLockedError       another run is using the output folder (names it)
 
 Every message names the file or setting, the offending value, and what to do about it.
 """
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "CalibrationMatchError",
     "ConfigError",
+    "DiskFullError",
     "FrameReadError",
     "HeaderError",
     "IntegrationError",
     "LinearLinkError",
     "OutputError",
+    "OutputLockedError",
     "RegistrationError",
 ]
 
@@ -74,3 +80,47 @@ class IntegrationError(LinearLinkError):
 
 class OutputError(LinearLinkError):
     """An output file could not be written."""
+
+
+class DiskFullError(OutputError):
+    """The disk of the output folder is full (``ENOSPC``); the partial file was removed.
+
+    Parameters
+    ----------
+    path
+        The file that could not be written.
+    nbytes
+        How many bytes were being written, if known.
+    free
+        How many bytes are free on that disk, if known.
+    """
+
+    def __init__(self, path: str, nbytes: int | None = None, free: int | None = None) -> None:
+        self.path, self.nbytes, self.free = str(path), nbytes, free
+        size = _size(nbytes) if nbytes is not None else "the file"
+        room = f", {_size(free)} free" if free is not None else ""
+        super().__init__(
+            f"{self.path}: disk full: could not write {size} into "
+            f"{os.path.dirname(self.path) or '.'}{room}; no partial file was kept. Free space "
+            "on that disk (or choose an output folder on another disk with -o) and run the "
+            "same command again: finished work is reused."
+        )
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.nbytes, self.free))
+
+
+class OutputLockedError(OutputError):
+    """Another LinearLink run holds the output folder's lock."""
+
+
+def _size(nbytes: int) -> str:
+    """``nbytes`` in bytes, KiB, MiB or GiB."""
+    if nbytes < 1024:
+        return f"{nbytes} bytes"
+    value = nbytes / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -8,22 +8,44 @@ themselves, which therefore must be on storage every worker sees (the same paths
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TextIO
 
 import dask
 
 from pipeline.config.models import EngineConfig
+from pipeline.engine.progress import StageProgress
 from pipeline.errors import LinearLinkError
 
 __all__ = ["compute"]
 
 
-def compute(graph: Any, engine: EngineConfig, log: Callable[[str], None] = print) -> Any:
-    """Compute ``graph`` (a collection of delayed tasks) as ``engine`` says; returns it computed."""
+def compute(
+    graph: Any,
+    engine: EngineConfig,
+    log: Callable[[str], None] = print,
+    *,
+    progress: TextIO | None = None,
+) -> Any:
+    """Compute ``graph`` (a collection of delayed tasks) as ``engine`` says; returns it computed.
+
+    ``progress`` shows the stages' progress there (in-process schedulers; a distributed run
+    has the cluster's dashboard for that).
+    """
+    if engine.scheduler == "threads":
+        # Our own pool: when a task fails, leaving the block waits for the tasks still
+        # running, so nothing is written after the run has ended (and released its lock).
+        workers = engine.workers or os.cpu_count() or 1
+        display = StageProgress(progress) if progress is not None else contextlib.nullcontext()
+        with ThreadPoolExecutor(workers) as pool, display:
+            (result,) = dask.compute(graph, scheduler="threads", pool=pool)
+        return result
     if engine.scheduler != "distributed":
-        with dask.config.set(scheduler=engine.scheduler):
+        display = StageProgress(progress) if progress is not None else contextlib.nullcontext()
+        with dask.config.set(scheduler=engine.scheduler), display:
             (result,) = dask.compute(graph, num_workers=engine.workers)
         return result
     from distributed import Client, LocalCluster

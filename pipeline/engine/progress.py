@@ -1,6 +1,6 @@
 """Progress of a run, stage by stage: a live line on a terminal, timestamped lines otherwise.
 
-Counts the finished tasks of each stage of the dask graph (by the task's function name)
+Counts the finished tasks of each stage of the dask graph (by the task's key name)
 with a dask scheduler callback, so it works for the in-process schedulers (threads,
 processes, synchronous).
 """
@@ -17,16 +17,15 @@ from dask.utils import key_split
 
 __all__ = ["STAGE_OF_TASK", "StageProgress"]
 
-#: Graph task name (as ``dask.utils.key_split`` gives it: no leading underscore) -> stage.
+#: Task name prefix in the runner's graph (``dask.utils.key_split`` of the key) -> stage.
 STAGE_OF_TASK = {
-    "master_frame": "masters",
-    "import_master": "masters",
-    "defect_map": "defects",
-    "calibrate_light": "calibrate",
-    "select_subs": "select",
-    "register_selected": "register",
-    "integrate_or_fail": "integrate",
-    "preview_or_skip": "preview",
+    "master": "masters",
+    "defects": "defects",
+    "calibrate": "calibrate+measure",
+    "select": "select",
+    "register": "register",
+    "integrate": "integrate",
+    "preview": "preview",
 }
 
 

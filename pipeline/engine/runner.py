@@ -14,27 +14,36 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from dask import delayed
 
 from pipeline import __version__
 from pipeline.config.models import PipelineConfig
 from pipeline.engine import execution, tasks
+from pipeline.engine.lock import OutputLock, lock_holder
+from pipeline.engine.report import write_report
 from pipeline.engine.scan import scan_night
 from pipeline.engine.store import Store, write_json_atomic
-from pipeline.errors import ConfigError, FrameReadError, LinearLinkError
+from pipeline.errors import ConfigError, DiskFullError, FrameReadError, LinearLinkError
 from pipeline.frames import FrameType
 from pipeline.io.fits import read_metadata
 from pipeline.provenance import keys
 from pipeline.stages import calibrate, select
-from pipeline.stages.discover import FrameGroup, LightPlan, NightPlan, plan_night
+from pipeline.stages.discover import (
+    OUTPUT_FILE_REASON,
+    FrameGroup,
+    LightPlan,
+    NightPlan,
+    plan_night,
+)
 
-__all__ = ["Pipeline", "RunSummary", "STAGES"]
+__all__ = ["EXIT_CODES", "Pipeline", "RunSummary", "STAGES"]
 
 STAGES = (
     "master_bias",
@@ -64,12 +73,20 @@ class Pipeline:
     """Runs LinearLink on one night folder into one output folder."""
 
     def __init__(
-        self, config: PipelineConfig, outdir: str | Path, log: Callable[[str], None] | None = None
+        self,
+        config: PipelineConfig,
+        outdir: str | Path,
+        log: Callable[[str], None] | None = None,
+        *,
+        progress: TextIO | None = None,
     ) -> None:
+        """``log`` receives the run's messages (they also go to ``OUTDIR/linearlink.log``);
+        ``progress`` (e.g. ``sys.stderr``) shows each stage's progress while the graph runs."""
         self.config = config
         self.outdir = Path(outdir).resolve()
         self.store = Store(self.outdir)
         self.log = log or (lambda message: None)
+        self.progress = progress
 
     # ------------------------------------------------------------------ discovery
     def discover(self, night: str | Path) -> NightPlan:
@@ -108,11 +125,50 @@ class Pipeline:
         plan = self.discover(night)
         description = describe_plan(plan)
         description["cache"] = self._cache_status(plan)
+        holder = lock_holder(self.outdir)  # plan only reads: it takes no lock
+        description["locked_by"] = vars(holder) if holder else None
         return description
 
     # ------------------------------------------------------------------ run
     def run(self, night: str | Path) -> RunSummary:
-        """Execute the whole graph and write ``run.json``; returns the summary."""
+        """Execute the whole graph and write ``run.json``; returns the summary.
+
+        The output folder is locked for the run (released however it ends); a stale lock of
+        a run that died is taken over, and the temporary files that run left are removed.
+
+        Raises
+        ------
+        OutputLockedError
+            If another run is using the output folder.
+        """
+        with OutputLock(self.outdir) as lock, self._log_file():
+            note = lock.takeover_note()
+            if note:
+                self.log(note)
+            removed = lock.remove_stale_temporaries()
+            if removed:
+                self.log(f"removed {len(removed)} temporary files of an interrupted run")
+            return self._run_locked(night)
+
+    @contextmanager
+    def _log_file(self) -> Iterator[None]:
+        """Also write every log line, timestamped, to ``OUTDIR/linearlink.log`` (appended)."""
+        user_log = self.log
+        with open(self.outdir / "linearlink.log", "a", encoding="utf-8") as handle:
+
+            def log(message: str) -> None:
+                stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+                handle.write(f"{stamp} {message}\n")
+                handle.flush()
+                user_log(message)
+
+            self.log = log
+            try:
+                yield
+            finally:
+                self.log = user_log
+
+    def _run_locked(self, night: str | Path) -> RunSummary:
         started = datetime.now(UTC)
         clock = time.perf_counter()
         night = Path(night).resolve()
@@ -122,20 +178,24 @@ class Pipeline:
             f"{len(plan.groups)} groups; {len(plan.skipped)} files skipped"
         )
         graph = self._graph(plan)
-        results = execution.compute(graph, self.config.engine, log=self.log)
+        results = execution.compute(graph, self.config.engine, log=self.log, progress=self.progress)
         published = self._publish(plan, results)
         manifest = self._manifest(
             night, plan, results, published, started, time.perf_counter() - clock
         )
         path = self.outdir / "run.json"
         write_json_atomic(path, manifest)
+        try:
+            self.log(f"report: {write_report(manifest, self.outdir)}")
+        except (OSError, ValueError, RuntimeError) as exc:  # the masters are written already
+            self.log(f"report not written: {exc}")
         return RunSummary(manifest, path, _exit_code(manifest))
 
     def _graph(self, plan: NightPlan) -> dict[str, Any]:
         store, config = self.store, self.config
 
         def make_master(kind: str, group: FrameGroup, subtract: Any, pattern: str | None) -> Any:
-            return delayed(tasks.master_frame, pure=True)(
+            return delayed(_master_or_fail, pure=True)(
                 store,
                 kind,
                 group,
@@ -146,8 +206,8 @@ class Pipeline:
             )
 
         def make_defects(dark: Any, group_id: str, pattern: str | None) -> Any:
-            return delayed(tasks.defect_map, pure=True)(
-                store, dark, config, pattern, dask_key_name=f"defects-{group_id}"
+            return delayed(_defects_or_fail, pure=True)(
+                store, dark, config, pattern, group_id, dask_key_name=f"defects-{group_id}"
             )
 
         wiring = CalibrationWiring(plan, config, make_master, make_defects)
@@ -174,7 +234,7 @@ class Pipeline:
             )
             for index, frame in enumerate(group.frames)
         ]
-        selection = delayed(select_subs, pure=True)(
+        selection = delayed(_select_or_fail, pure=True)(
             lights, self.config, dask_key_name=f"select-{group.group_id}"
         )
         registered = [
@@ -205,11 +265,15 @@ class Pipeline:
     def _publish(self, plan: NightPlan, results: dict[str, Any]) -> dict[str, Any]:
         published: dict[str, Any] = {"masters": [], "calibration": []}
         for group_id, record in results["masters"].items():
+            if "failed" in record:
+                continue
             kind = record["result"]["kind"]
             target = self.outdir / "masters" / "calibration" / f"master_{kind}_{group_id}.fits"
             _link(self.store.absolute(record["outputs"]["master"]), target)
             published["calibration"].append({"group": group_id, "kind": kind, "path": str(target)})
         for group_id, record in results["defects"].items():
+            if "failed" in record:
+                continue
             target = self.outdir / "masters" / "calibration" / f"defects_{group_id}.fits"
             _link(self.store.absolute(record["outputs"]["master"]), target)
             published["calibration"].append(
@@ -255,7 +319,11 @@ class Pipeline:
     ) -> dict[str, Any]:
         description = describe_plan(plan)
         records = _all_records(results)
+        frames = _frame_reports(results)
+        problems = _problems(description["skipped"], frames, results)
         return {
+            "status": _status(published, results, problems),
+            "problems": problems,
             "linearlink_version": __version__,
             "night": str(night),
             "output": str(self.outdir),
@@ -269,7 +337,7 @@ class Pipeline:
             "calibration_plan": description["calibration_plan"],
             "inputs": description["inputs"],
             "skipped": description["skipped"],
-            "frames": _frame_reports(results),
+            "frames": frames,
             "integration": {g: _integration_report(n) for g, n in results["groups"].items()},
             "stages": _stage_report(records),
         }
@@ -313,7 +381,10 @@ def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
     """
     measured = [light for light in lights if "excluded" not in light]
     if not measured:
-        raise LinearLinkError("no sub of the group could be calibrated and measured")
+        raise LinearLinkError(
+            "no usable sub: every sub of the group failed to calibrate or measure, or showed "
+            "too few stars to register (see each sub's reason)"
+        )
     metrics = [light["measure"]["result"]["metrics"] for light in measured]
     reasons = select.exclusions(metrics, config.selection)
     weights = select.sub_weights(metrics, config.weighting.weights)
@@ -349,9 +420,48 @@ def _named_reference(lights: list[Record], requested: str) -> Record:
     )
 
 
+def _select_or_fail(lights: list[Record], config: PipelineConfig) -> Record:
+    """:func:`select_subs`, or ``{"failed": reason}`` when the group has no usable sub."""
+    try:
+        return select_subs(lights, config)
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # one group's failure must not stop the other groups
+        return {"failed": tasks.error_text(exc), "excluded": {}, "weights": {}, "reference": None}
+
+
+def _master_or_fail(
+    store: Store, kind: str, group: FrameGroup, config, *, subtract=None, pattern=None
+) -> Record:
+    """A calibration master, or ``{"failed": reason}``: only the groups using it then fail."""
+    failed = {"group": group.group_id, "kind": kind}
+    if subtract is not None and "failed" in subtract:
+        return {**failed, "failed": f"it needs master {subtract['group']}, which failed"}
+    try:
+        return tasks.master_frame(store, kind, group, config, subtract=subtract, pattern=pattern)
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # one calibration group's failure must not stop the night
+        return {**failed, "failed": tasks.error_text(exc)}
+
+
+def _defects_or_fail(store: Store, dark: Record, config, pattern, group_id: str) -> Record:
+    failed = {"group": group_id, "kind": "defects"}
+    if "failed" in dark:
+        return {**failed, "failed": f"its master dark {group_id} failed"}
+    try:
+        return tasks.defect_map(store, dark, config, pattern)
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # one calibration group's failure must not stop the night
+        return {**failed, "failed": tasks.error_text(exc)}
+
+
 def _register_selected(store: Store, light: Record, selection: Record, config) -> Record:
     if "excluded" in light:
         return light
+    if "failed" in selection:
+        return {**light, "excluded": f"not integrated: the group failed ({selection['failed']})"}
     reason = selection["excluded"].get(light["frame"])
     if reason is not None:
         return {**light, "excluded": f"selection: {reason}"}
@@ -361,6 +471,8 @@ def _register_selected(store: Store, light: Record, selection: Record, config) -
 def _integrate_or_fail(
     store, group: FrameGroup, registered, selection, calibration, config
 ) -> Record:
+    if "failed" in selection:
+        return {"failed": selection["failed"], "group": group.group_id}
     subs = [sub for sub in registered if "excluded" not in sub]
     excluded = [sub for sub in registered if "excluded" in sub]
     try:
@@ -373,14 +485,21 @@ def _integrate_or_fail(
             config,
             excluded=excluded,
         )
-    except LinearLinkError as exc:
-        return {"failed": str(exc), "group": group.group_id}
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # one group's failure must not stop the other groups
+        return {"failed": tasks.error_text(exc), "group": group.group_id}
 
 
 def _preview_or_skip(store, master: Record, config) -> Record | None:
     if "failed" in master:
         return None
-    return tasks.preview_master(store, master, config)
+    try:
+        return tasks.preview_master(store, master, config)
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # the master is written; a missing preview is a problem only
+        return {"failed": tasks.error_text(exc)}
 
 
 def _link(source: Path, target: Path) -> None:
@@ -394,16 +513,66 @@ def _link(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
+EXIT_CODES = {"complete": 0, "partial": 2, "failed": 1}
+"""Exit status of ``linearlink run`` for each run status (README, "Exit status")."""
+
+
 def _exit_code(manifest: dict[str, Any]) -> int:
-    """0 all light groups integrated (or a calibration-only night built its masters),
-    2 some light groups failed, 1 nothing was produced."""
-    expected = len(manifest["integration"])
-    written = len(manifest["masters"])
-    if expected == 0:
-        return 0 if manifest["calibration_masters"] else 1
-    if written == expected:
-        return 0
-    return 2 if written else 1
+    """0 complete, 2 partial, 1 failed: see :func:`_status`."""
+    return EXIT_CODES[manifest["status"]]
+
+
+def _status(published: dict[str, Any], results: dict[str, Any], problems: list) -> str:
+    """``complete``: every light group has its master (a calibration-only night: its masters)
+    and nothing went wrong; ``partial``: something was written, but a group failed or there are
+    problems (unusable input files, subs lost to an error); ``failed``: nothing was written.
+
+    Subs left out by the selection rules (FWHM, eccentricity, stars, weight) are no problem.
+    """
+    expected = len(results["groups"])
+    written = len(published["masters"]) if expected else len(published["calibration"])
+    if not written:
+        return "failed"
+    return "complete" if written >= expected and not problems else "partial"
+
+
+def _problems(
+    skipped: list[dict[str, Any]], frames: list[dict[str, Any]], results: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Everything that went wrong, one entry each: path (or None), group, stage, reason."""
+    problems = [
+        {
+            "path": s["path"],
+            "group": None,
+            "stage": "discover",
+            "reason": s["reason"].removeprefix(f"{s['path']}: "),
+        }
+        for s in skipped
+        if s["reason"] != OUTPUT_FILE_REASON
+    ]
+    for kind in ("masters", "defects"):
+        problems += [
+            {"path": None, "group": group, "stage": _master_stage(r["kind"]), "reason": r["failed"]}
+            for group, r in results[kind].items()
+            if "failed" in r
+        ]
+    problems += [
+        {
+            "path": f["path"],
+            "group": f["group"],
+            "stage": f["failed_stage"],
+            "reason": f["excluded"].removeprefix(f"{f['path']}: "),
+        }
+        for f in frames
+        if f["failed_stage"]
+    ]
+    for group, nodes in results["groups"].items():
+        for stage in ("integrate", "preview"):
+            if nodes[stage] and "failed" in nodes[stage]:
+                problems.append(
+                    {"path": None, "group": group, "stage": stage, "reason": nodes[stage]["failed"]}
+                )
+    return problems
 
 
 # ---------------------------------------------------------------------- reports
@@ -457,8 +626,13 @@ def _flat_description(plan: NightPlan, flat_group: str | None) -> dict[str, Any]
     }
 
 
+def _master_stage(kind: str) -> str:
+    return kind if kind == "defects" else f"master_{kind}"
+
+
 def _all_records(results: dict[str, Any]) -> list[Record]:
-    records = list(results["masters"].values()) + list(results["defects"].values())
+    masters = list(results["masters"].values()) + list(results["defects"].values())
+    records = [record for record in masters if "failed" not in record]
     for nodes in results["groups"].values():
         for light in nodes["lights"]:
             records += [
@@ -505,16 +679,20 @@ def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             selection = nodes["selection"]
             report["preliminary_weight"] = selection["weights"].get(light["frame"])
-            report["weight_reason"] = _weight_reason(light, selection)
+            report["weight_reason"] = (
+                _weight_reason(light, selection) if selection["reference"] else None
+            )
             if light["frame"] in used:
                 index = used.index(light["frame"])
                 report["weight"] = integration["weights"][index]
                 report["normalization"] = integration["normalization"][index]
                 report["rejected_fraction"] = integration["rejected_fraction"][index]
-            report["reference"] = light["frame"] == selection["reference"]["frame"]
+            reference = selection["reference"]
+            report["reference"] = reference is not None and light["frame"] == reference["frame"]
             report["excluded"] = light.get("excluded") or integration.get("excluded", {}).get(
                 light["frame"]
             )
+            report["failed_stage"] = light.get("failed_stage")
             reports.append(report)
     return reports
 

@@ -23,9 +23,9 @@ from pipeline import __version__
 from pipeline.config.models import LargeScaleRejection, MinMaxRejection, PipelineConfig, Rejection
 from pipeline.engine.store import Store
 from pipeline.engine.tiling import band_height, default_memory_limit_mb, row_bands
-from pipeline.errors import FrameReadError, IntegrationError, RegistrationError
+from pipeline.errors import DiskFullError, FrameReadError, IntegrationError, LinearLinkError
 from pipeline.frames import FrameMetadata
-from pipeline.io.fits import ImageReader, read_image, write_image
+from pipeline.io.fits import ImageReader, read_image, write_error, write_image
 from pipeline.kernels.stats import robust_location_scale
 from pipeline.provenance import keys
 from pipeline.stages import calibrate, integrate, measure, normalize, preview, register, select
@@ -202,8 +202,12 @@ def _write_mask(path: Path, defects: np.ndarray, dark: Record) -> None:
     hdu.header["LLCODES"] = ("0 good, 1 hot, 2 cold", "Pixel codes")
     hdu.header["LLDARK"] = Path(dark["outputs"]["master"]).name[:68]  # master dark searched
     temporary = path.with_name(f".{path.name}.tmp")
-    hdu.writeto(temporary, overwrite=True)
-    temporary.replace(path)
+    try:
+        hdu.writeto(temporary, overwrite=True)
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise write_error(path, exc, nbytes=defects.size) from exc
 
 
 def _master_cards(
@@ -340,8 +344,18 @@ def calibrate_and_measure(
 ) -> Record:
     """Calibrate (and debayer) one light, cached, and measure it, cached; returns both records.
 
-    A frame that cannot be read is returned with an ``excluded`` reason instead of failing.
+    A sub that cannot be calibrated or measured (unreadable pixels, a master that could not be
+    built, any error of the calibration or the measurement) or in which too few stars are
+    found to register it is returned with an ``excluded`` reason and the ``failed_stage``
+    instead of failing, so one bad sub never stops the night.
     """
+    broken = [
+        f"master {role} {record.get('group')} could not be built ({record['failed']})"
+        for role, record in calibration.masters.items()
+        if record and "failed" in record
+    ]
+    if broken:
+        return _failed_sub(frame.path, "calibrate", "calibration failed: " + "; ".join(broken))
     cal_key, meas_key = light_keys(frame, calibration, config)
     calibrated: dict[str, np.ndarray] = {}
 
@@ -373,10 +387,50 @@ def calibrate_and_measure(
 
     try:
         cal_record = cached(store, "calibrate", cal_key, compute_calibration)
+    except DiskFullError:
+        raise  # a full disk stops the night: every later write would fail too
+    except Exception as exc:  # any failure of one sub is reported, not raised
+        return _failed_sub(frame.path, "calibrate", f"calibration failed: {error_text(exc)}")
+    try:
         meas_record = cached(store, "measure", meas_key, compute_measurement)
-    except FrameReadError as exc:
-        return {"frame": frame.path, "excluded": str(exc)}
-    return {"frame": frame.path, "calibrate": cal_record, "measure": meas_record}
+    except DiskFullError:
+        raise
+    except Exception as exc:  # sep raises bare Exception (e.g. buffer full)
+        return _failed_sub(
+            frame.path,
+            "measure",
+            f"measurement failed: {error_text(exc)}",
+            calibrate=cal_record,
+        )
+    record = {"frame": frame.path, "calibrate": cal_record, "measure": meas_record}
+    found = len(meas_record["result"]["stars"])
+    if found < MIN_STARS_TO_REGISTER:
+        detected = meas_record["result"]["metrics"]["star_count"]
+        return _failed_sub(
+            frame.path,
+            "measure",
+            f"no stars: {detected} detected, {found} usable, registration needs at least "
+            f"{MIN_STARS_TO_REGISTER}; clouds, dew, lost focus or a closed shutter? (lower "
+            "measurement.detection_sigma if the stars are there but faint)",
+            **{k: v for k, v in record.items() if k != "frame"},
+        )
+    return record
+
+
+MIN_STARS_TO_REGISTER = 3
+"""Fewest stars :func:`pipeline.stages.register.solve_transform` can match a sub with."""
+
+
+def _failed_sub(frame: str, stage: str, reason: str, **records: Record) -> Record:
+    """The record of a sub left out because of an error at ``stage`` (not a selection rule)."""
+    return {"frame": frame, **records, "excluded": reason, "failed_stage": stage}
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's message; unexpected exceptions also say their type."""
+    if isinstance(exc, LinearLinkError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def luminance(image: np.ndarray) -> np.ndarray:
@@ -436,7 +490,8 @@ def register_frame(
 ) -> Record:
     """Register one calibrated sub onto the reference (cached).
 
-    A sub that cannot be registered is returned with an ``excluded`` reason.
+    A sub that cannot be registered (or whose files cannot be read or written) is returned
+    with an ``excluded`` reason and ``failed_stage`` ``"register"``.
     """
     key = register_key(light["measure"]["key"], reference["measure"]["key"], config)
 
@@ -475,8 +530,14 @@ def register_frame(
 
     try:
         record = cached(store, "register", key, compute)
-    except (RegistrationError, FrameReadError) as exc:
-        return {**light, "excluded": f"registration failed: {exc}"}
+    except DiskFullError:
+        raise  # a full disk stops the night: every later write would fail too
+    except Exception as exc:  # any failure of one sub is reported, not raised
+        return {
+            **light,
+            "excluded": f"registration failed: {error_text(exc)}",
+            "failed_stage": "register",
+        }
     return {**light, "register": record}
 
 
@@ -703,18 +764,6 @@ def _weights_and_exclusions(
     return normalizations, weights, dropped
 
 
-@dataclasses.dataclass(frozen=True)
-class IntegrationResult:
-    """A master and its per-pixel maps, plus the (N, 2) low/high rejected counts per sub."""
-
-    image: np.ndarray
-    count: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    noise: np.ndarray
-    rejected_per_sub: np.ndarray
-
-
 def memory_limit(config: PipelineConfig) -> float:
     """The configured integration memory limit in MiB (default: a share of this machine)."""
     limit = config.integration.memory_limit_mb
@@ -737,7 +786,7 @@ def integrate_files(
     pivot: Sequence[float] | None = None,
     large_scale: LargeScaleRejection | None = None,
     bands: Sequence[slice] | None = None,
-) -> IntegrationResult:
+) -> integrate.IntegratedBand:
     """Integrate registered sub files band by band, the sub axis whole, in bounded memory.
 
     The rows are split into bands sized so that ``workers`` bands in flight, the master and
@@ -785,7 +834,7 @@ def integrate_files(
                 halo=integrate.halo_rows(large_scale),
             )
             bands = list(row_bands(shape[-2], height))
-        result = IntegrationResult(
+        result = integrate.IntegratedBand(  # the whole image, filled band by band
             image=np.empty(shape, dtype=np.float32),
             count=np.empty(shape, dtype=np.uint16),
             low=np.empty(shape, dtype=np.uint16),
@@ -911,5 +960,9 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     """Write 8-bit pixels as PNG atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(temporary, format="PNG")
-    temporary.replace(path)
+    try:
+        Image.fromarray(pixels).save(temporary, format="PNG")
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise write_error(path, exc, nbytes=pixels.nbytes) from exc

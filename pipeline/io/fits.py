@@ -7,7 +7,9 @@ file ever carries a final name. Input files are opened read-only.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -19,11 +21,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from pipeline.errors import FrameReadError, HeaderError, OutputError
+from pipeline.errors import DiskFullError, FrameReadError, HeaderError, OutputError
 from pipeline.frames import FrameMetadata
 from pipeline.io import headers as hk
 
-__all__ = ["ImageReader", "read_image", "read_metadata", "write_image"]
+__all__ = ["write_error", "ImageReader", "read_image", "read_metadata", "write_image"]
 
 
 def read_metadata(path: str | Path, *, root: str | Path | None = None) -> FrameMetadata:
@@ -217,27 +219,68 @@ def write_image(
         Lines written as HISTORY cards.
     extra_hdus
         Named image extensions written after the primary (e.g. masks).
+
+    Raises
+    ------
+    DiskFullError
+        If the disk is full; the partial temporary file is removed.
+    OutputError
+        If the file cannot be written for another reason.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)  # long comments are truncated, values kept
         hdul = fits.HDUList([_primary_hdu(data, cards, history)])
     for name, extra in (extra_hdus or {}).items():
         hdul.append(fits.ImageHDU(data=np.asarray(extra), name=name.upper()))
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    os.close(descriptor)
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+        os.close(descriptor)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
             hdul.writeto(temporary, overwrite=True, output_verify="silentfix")
         os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise OutputError(f"{path}: could not write ({exc.strerror or exc})") from exc
+    except BaseException as exc:  # whatever stops the write, no partial file is left
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, hdul, exc) from exc
+        raise
     return path
+
+
+def _write_error(path: Path, hdul: fits.HDUList, exc: OSError) -> OutputError:
+    """The error to report for a failed FITS write (see :func:`write_error`)."""
+    return write_error(path, exc, nbytes=sum(hdu.filebytes() for hdu in hdul))
+
+
+def write_error(path: Path, exc: OSError, *, nbytes: int | None = None) -> OutputError:
+    """The error to report for any failed output write: a full disk says so, with sizes."""
+    path = Path(path)
+    if not _caused_by(exc, errno.ENOSPC):
+        return OutputError(
+            f"{path}: could not write ({exc.strerror or exc}); check that the output folder "
+            "exists, is writable and is on a mounted disk"
+        )
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    return DiskFullError(str(path), nbytes, free)
+
+
+def _caused_by(exc: BaseException | None, code: int) -> bool:
+    """Whether ``exc`` or an error it was raised from has errno ``code`` (astropy re-raises
+    write errors as a plain ``OSError`` with the original as context)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == code:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 # --------------------------------------------------------------------------- internals

@@ -20,6 +20,7 @@ from pipeline.config.models import DiscoveryConfig
 from pipeline.frames import FrameMetadata, FrameType, SkippedFile
 
 __all__ = [
+    "OUTPUT_FILE_REASON",
     "CalibrationCandidate",
     "FlatPlan",
     "FrameGroup",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 VERSION = "1"
+
+OUTPUT_FILE_REASON = "a master light (an output), not a raw frame"
+"""Why a master light in the night folder is skipped (expected there, not a problem)."""
 
 _TYPE_WORDS: tuple[tuple[FrameType, tuple[str, ...]], ...] = (
     (
@@ -221,7 +225,65 @@ def group_frames(
         tolerance = _exposure_tolerance(frame_type, config)
         for cluster in _cluster(members, lambda m: m.exposure or 0.0, tolerance):
             groups += _split_temperature(frame_type, cluster, config)
-    return _unique_ids(groups), tuple(skipped)
+    groups, odd_sizes = _set_aside_odd_sizes(groups, config)
+    return _unique_ids(groups), tuple(skipped) + odd_sizes
+
+
+_MIN_FRAMES_OF_A_SIZE = 3
+"""Lights of a minority image size form their own group only with at least this many frames."""
+
+
+def _set_aside_odd_sizes(
+    groups: list[FrameGroup], config: DiscoveryConfig
+) -> tuple[list[FrameGroup], tuple[SkippedFile, ...]]:
+    """Set aside lights whose image size differs from that of the other lights of their setup.
+
+    A light group (same filter, binning, exposure and extra keywords) is split by image size;
+    a size held by fewer frames than the setup's most common size and by fewer than
+    ``_MIN_FRAMES_OF_A_SIZE`` frames is a damaged or mis-set frame (a wrong ROI or binning
+    in the capture program, a header rewritten by another tool), not a second camera: its
+    frames are skipped as a size mismatch instead of becoming a master of one or two subs.
+    """
+    lights = [g for g in groups if g.frame_type is FrameType.LIGHT]
+    tolerance = config.light_exposure_tolerance
+    odd: list[FrameGroup] = []
+    skipped: list[SkippedFile] = []
+    for group in lights:
+        rivals = [
+            other
+            for other in lights
+            if other.shape != group.shape
+            and _setup_key(other, config) == _setup_key(group, config)
+            and abs(other.exposure - group.exposure) <= tolerance
+        ]
+        if not rivals or len(group.frames) >= _MIN_FRAMES_OF_A_SIZE:
+            continue
+        majority = max(rivals, key=lambda other: len(other.frames))
+        if len(majority.frames) <= len(group.frames):
+            continue
+        odd.append(group)
+        for frame in group.frames:
+            skipped.append(
+                SkippedFile(
+                    frame.path,
+                    f"size mismatch: {frame.size_text} pixels, while the {len(majority.frames)} "
+                    f"other lights of {_setup_text(majority)} are {majority.frames[0].size_text} "
+                    f"(group {majority.group_id}); a damaged frame or a changed ROI or binning "
+                    "in the capture program, left out",
+                )
+            )
+    return [g for g in groups if not any(g is o for o in odd)], tuple(skipped)
+
+
+def _setup_key(group: FrameGroup, config: DiscoveryConfig) -> tuple:
+    """A group's static grouping key without the image size."""
+    key = _static_key(group.frames[0], group.frame_type, config)
+    return key[:3] + key[4:]
+
+
+def _setup_text(group: FrameGroup) -> str:
+    filt = f"filter {group.filter}, " if group.filter else ""
+    return f"{filt}{group.exposure:g} s, bin {group.binning[0]}x{group.binning[1]}"
 
 
 def _static_key(metadata: FrameMetadata, frame_type: FrameType, config: DiscoveryConfig) -> tuple:
@@ -374,9 +436,7 @@ def plan_night(
                 )
             )
         elif is_master and frame_type is FrameType.LIGHT:
-            skipped.append(
-                SkippedFile(metadata.path, "a master light (an output), not a raw frame")
-            )
+            skipped.append(SkippedFile(metadata.path, OUTPUT_FILE_REASON))
         elif is_master:
             premade.append(_premade_group(metadata, frame_type, pinned=False))
         elif not from_library:

@@ -30,23 +30,20 @@ def test_report_shows_every_group_its_plot_preview_and_exclusions(sample_run, tm
     assert not list(tmp_path.glob("**/*.tmp*"))  # written atomically
 
 
-def _calibrate_light(value):  # named like the pipeline's task so the display counts it
-    return value
-
-
-def _register_selected(value):
-    return value
+def _task(stage, index, value):
+    """A task keyed like the runner's (``calibrate-...``), so the display counts it."""
+    return delayed(lambda v: v, pure=False)(value, dask_key_name=f"{stage}-{index}")
 
 
 def test_progress_lines_count_each_stage_when_not_on_a_terminal():
-    calibrated = [delayed(_calibrate_light, pure=False)(i) for i in range(3)]
-    registered = [delayed(_register_selected, pure=False)(c) for c in calibrated]
+    calibrated = [_task("calibrate", i, i) for i in range(3)]
+    registered = [_task("register", i, c) for i, c in enumerate(calibrated)]
     stream = io.StringIO()
     with StageProgress(stream, interactive=False, interval=0.0):
         dask.compute(registered, scheduler="synchronous")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 6 and all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
-    assert lines[-1].endswith("calibrate 3/3 | register 3/3")
+    assert lines[-1].endswith("calibrate+measure 3/3 | register 3/3")
 
 
 def test_progress_redraws_one_line_with_rate_and_time_left_on_a_terminal():
@@ -54,7 +51,7 @@ def test_progress_redraws_one_line_with_rate_and_time_left_on_a_terminal():
     stream = io.StringIO()
     progress = StageProgress(stream, interactive=True, clock=lambda: float(next(ticks)))
     with progress:
-        dask.compute([delayed(_calibrate_light, pure=False)(i) for i in range(4)], scheduler="sync")
+        dask.compute([_task("calibrate", i, i) for i in range(4)], scheduler="sync")
     text = stream.getvalue()
     assert text.count("\r") == 4 and text.endswith("\n")
-    assert "calibrate 2/4 (1.00/s, 2 s left)" in text
+    assert "calibrate+measure 2/4 (1.00/s, 2 s left)" in text
