@@ -66,3 +66,14 @@ def test_stretch_renders_linked_and_unlinked_png(tmp_path):
 def test_missing_night_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope")]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_watch_refuses_a_refresh_interval_below_one_file(tmp_path, capsys):
+    code = main(["run", str(tmp_path), "-o", str(tmp_path / "out"), "--watch", "--every", "0"])
+    assert code == 1
+    assert "--every 0" in capsys.readouterr().err
+
+
+def test_workers_must_be_positive(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "--workers", "0"]) == 1
+    assert "give at least 1 worker process" in capsys.readouterr().err
