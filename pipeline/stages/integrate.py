@@ -292,8 +292,14 @@ class _Combination:
             return low, high
         if frames < 3 or isinstance(self.rejection, NoRejection):
             return np.zeros(plane.shape, dtype=bool), np.zeros(plane.shape, dtype=bool)
-        tested = scales[:, None] * (plane.astype(np.float64) - pivot) + pivot
-        return rejection_masks(tested.astype(plane.dtype), self.rejection)
+        if np.all(scales == 1.0):
+            return rejection_masks(plane, self.rejection)
+        # one float32 working copy in rejection space (not a float64 one twice its size)
+        tested = (self.scratch or Scratch()).array("tested", plane.shape, plane.dtype)
+        np.subtract(plane, plane.dtype.type(pivot), out=tested)
+        tested *= scales.astype(plane.dtype)[:, None]
+        tested += plane.dtype.type(pivot)
+        return rejection_masks(tested, self.rejection)
 
     def grown(
         self, band: np.ndarray, keep: slice, large_scale: LargeScaleRejection, out: tuple
@@ -318,9 +324,8 @@ class _Combination:
             high.reshape(frames, -1),
             whole,
         )
-        kept = np.arange(rows * cols).reshape(rows, cols)[keep].ravel()
         for target, source in zip(out[:5], whole[:5], strict=True):
-            target[:] = source[kept]
+            target[:] = source.reshape(rows, cols)[keep].ravel()
         out[5][:, 0] += np.count_nonzero(low[:, keep], axis=(1, 2))
         out[5][:, 1] += np.count_nonzero(high[:, keep], axis=(1, 2))
 
