@@ -9,11 +9,18 @@ A one-shot-colour (Bayer CFA) night:
 >>> from sample_data import generate_color_night
 >>> color = generate_color_night("osc_night")       # doctest: +SKIP
 >>> color.star_channel_flux_adu(0)                   # doctest: +SKIP
+
+A mono R, G, B night (each filter its own sky, gradient, throughput and star colours):
+
+>>> from sample_data import generate_rgb_night
+>>> rgb = generate_rgb_night("rgb_night")            # doctest: +SKIP
+>>> rgb.reference_stars(rgb.lights("R")[0])          # doctest: +SKIP
 """
 
 from sample_data.color import generate_color_night
 from sample_data.color_truth import ColorLightTruth, ColorNightTruth, load_color_truth
 from sample_data.night import generate_night
+from sample_data.rgb import generate_rgb_night
 from sample_data.truth import LightTruth, NightTruth, load_truth
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "NightTruth",
     "generate_color_night",
     "generate_night",
+    "generate_rgb_night",
     "load_color_truth",
     "load_truth",
 ]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from astropy.io import fits
@@ -296,14 +296,12 @@ def draw_truth(
         transients=transients,
     )
     darks, biases = _schedule_darks_and_bias(rng, clock)
-    return NightTruth(
-        version=GENERATOR_VERSION,
-        seed=seed,
-        width=width,
-        height=height,
-        psf_beta=sky.MOFFAT_BETA,
-        sensor=SensorTruth(sensor.gain, sensor.read_noise, sensor.bias_level, sensor.dark_current),
-        filters={f.name: f for f in FILTERS},
+    return _assemble_truth(
+        GENERATOR_VERSION,
+        seed,
+        root,
+        sensor,
+        FILTERS,
         nebula=nebula,
         light_frames=lights,
         bias_frames=biases,
@@ -312,14 +310,42 @@ def draw_truth(
         stars=stars,
         hot_pixels=hot,
         bias_pattern=bias,
-        dark_current=dark_current_map(shape, sensor, hot),
         flat_responses=responses,
+    )
+
+
+def _assemble_truth(
+    version: str,
+    seed: int | None,
+    root: Path | None,
+    sensor: SensorModel,
+    filters: tuple[FilterTruth, ...],
+    **parts: Any,
+) -> NightTruth:
+    """Build the :class:`NightTruth` of a mono night from its drawn ``parts``.
+
+    ``parts`` holds the remaining ``NightTruth`` fields except ``width``, ``height``
+    (taken from ``bias_pattern``) and ``dark_current`` (derived from ``hot_pixels``).
+    """
+    shape = parts["bias_pattern"].shape
+    return NightTruth(
+        version=version,
+        seed=seed,
+        width=shape[1],
+        height=shape[0],
+        psf_beta=sky.MOFFAT_BETA,
+        sensor=SensorTruth(sensor.gain, sensor.read_noise, sensor.bias_level, sensor.dark_current),
+        filters={f.name: f for f in filters},
+        dark_current=dark_current_map(shape, sensor, parts["hot_pixels"]),
         root=root,
+        **parts,
     )
 
 
 def _draw_flat_responses(
-    rng: np.random.Generator, shape: tuple[int, int]
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    filters: tuple[FilterTruth, ...] = FILTERS,
 ) -> dict[str, NDArray[np.float32]]:
     """Vignetting x dust x PRNU per filter (3 sensor motes + 1 per filter)."""
     height, width = shape
@@ -334,7 +360,7 @@ def _draw_flat_responses(
         f.name: sky.flat_response(
             vignette, sensor_dust * sky.dust_transmission(shape, _draw_donuts(rng, shape, 1)), prnu
         )
-        for f in FILTERS
+        for f in filters
     }
 
 
@@ -358,30 +384,48 @@ def _draw_donuts(
 
 
 def _draw_stars(
-    rng: np.random.Generator, width: int, height: int, stars_in_frame: int = STARS_IN_FRAME
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    stars_in_frame: int = STARS_IN_FRAME,
+    *,
+    peak_adu_per_flux: float | None = None,
 ) -> NDArray[np.float64]:
     """Stars on a sky disc that covers every dithered/flipped/rotated sub.
 
     Returns an ``(n, 3)`` array: sky ``x, y`` and L-band flux (e-/s), a truncated
     power law ``N(>F) ~ F**-0.7`` whose brightest possible star peaks at
     ``STAR_PEAK_LIMIT_ADU`` in the least favourable sub (sharpest seeing).
+    ``peak_adu_per_flux`` (Moffat peak in ADU per e-/s of flux in that sub) defaults
+    to :func:`_peak_adu_per_flux` of the L/Ha filters.
     """
     cx, cy = (width - 1) / 2, (height - 1) / 2
     radius = math.hypot(cx, cy) + math.sqrt(2) * (DITHER_PX + FLIP_SHIFT_PX) + 20.0
     n = int(round(stars_in_frame * math.pi * radius**2 / (width * height)))
     r = radius * np.sqrt(rng.uniform(0.0, 1.0, n))
     theta = rng.uniform(0.0, 2 * math.pi, n)
-    f_max = STAR_PEAK_LIMIT_ADU / _peak_adu_per_flux()
+    per_flux = _peak_adu_per_flux() if peak_adu_per_flux is None else peak_adu_per_flux
+    f_max = STAR_PEAK_LIMIT_ADU / per_flux
     f_min = f_max / STAR_DYNAMIC_RANGE
     tail = 1.0 - (f_min / f_max) ** STAR_COUNT_SLOPE
     flux = f_min * (1.0 - rng.uniform(0.0, 1.0, n) * tail) ** (-1.0 / STAR_COUNT_SLOPE)
     return np.column_stack([cx + r * np.cos(theta), cy + r * np.sin(theta), flux])
 
 
-def _peak_adu_per_flux() -> float:
-    """Largest Moffat peak (ADU) per e-/s of L-band flux over the filters."""
+def _peak_adu_per_flux(
+    filters: tuple[FilterTruth, ...] = FILTERS, colour: dict[str, float] | None = None
+) -> float:
+    """Largest Moffat peak (ADU) per e-/s of tabulated flux over ``filters``.
+
+    In the sharpest seeing, at transmission 1 and before the flat response; ``colour``
+    (filter name -> the star's colour factor, 1 where missing) scales each filter.
+    """
     sharpest = FWHM * 0.9
-    per_flux = [f.star_throughput * f.exposure / SensorModel().gain for f in FILTERS]
+    factor = colour or {}
+    per_flux = [
+        f.star_throughput * f.exposure / SensorModel().gain * factor.get(f.name, 1.0)
+        for f in filters
+    ]
     return float(sky.moffat_peak(max(per_flux), sharpest))
 
 
@@ -408,11 +452,13 @@ def _ccd_temp(rng: np.random.Generator) -> float:
     return round(-10.0 + float(rng.uniform(-0.3, 0.3)), 2)
 
 
-def _schedule_flats(rng: np.random.Generator) -> tuple[CalibrationFrameTruth, ...]:
-    """Dusk flats: all L, then all Ha (SGP)."""
+def _schedule_flats(
+    rng: np.random.Generator, filters: tuple[FilterTruth, ...] = FILTERS
+) -> tuple[CalibrationFrameTruth, ...]:
+    """Dusk flats (SGP), filter by filter: all L, then all Ha by default."""
     clock = _Clock(FLATS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
     frames = []
-    for filt in FILTERS:
+    for filt in filters:
         for k in range(N_FLATS):
             frames.append(
                 CalibrationFrameTruth(
@@ -430,12 +476,14 @@ def _schedule_flats(rng: np.random.Generator) -> tuple[CalibrationFrameTruth, ..
 
 
 def _schedule_darks_and_bias(
-    rng: np.random.Generator, clock: _Clock
+    rng: np.random.Generator,
+    clock: _Clock,
+    exposures: tuple[float, ...] = DARK_EXPOSURES,
 ) -> tuple[tuple[CalibrationFrameTruth, ...], tuple[CalibrationFrameTruth, ...]]:
-    """Darks (60 s, then 300 s) and bias with the cover on, after the lights."""
+    """Darks (60 s, then 300 s by default) and bias with the cover on, after the lights."""
     clock.advance(rng.uniform(900.0, 1200.0))
     darks = []
-    for exposure in DARK_EXPOSURES:
+    for exposure in exposures:
         for k in range(N_DARKS):
             darks.append(
                 CalibrationFrameTruth(
@@ -470,15 +518,26 @@ def _draw_lights(
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
     transients: bool = True,
+    filters: tuple[FilterTruth, ...] = FILTERS,
+    specials: bool = True,
+    flip: bool = True,
 ) -> tuple[tuple[LightTruth, ...], _Clock]:
-    """Lights in session order: L then Ha before the flip, L then Ha after it."""
-    chosen = rng.choice(np.arange(1, n_lights), size=3, replace=False)
+    """Lights in session order, filter by filter: L then Ha before the flip, L then Ha after.
+
+    With ``specials`` False no cloudy, blurred or trailed L sub is chosen (and nothing
+    drawn for them); with ``flip`` False there is no meridian flip (one block of subs,
+    no flip shift drawn).
+    """
+    special_subs: dict[int, str] = {}
+    if specials:
+        chosen = rng.choice(np.arange(1, n_lights), size=3, replace=False)
+        kinds = ("cloudy", "blurred", "trail")
+        special_subs = {int(k): kind for k, kind in zip(chosen, kinds, strict=True)}
+    flip_shift = rng.uniform(-FLIP_SHIFT_PX, FLIP_SHIFT_PX, 2) if flip else (0.0, 0.0)
     plan = _LightPlan(
         shape=shape,
-        specials={
-            int(k): kind for k, kind in zip(chosen, ("cloudy", "blurred", "trail"), strict=True)
-        },
-        flip_shift=tuple(float(v) for v in rng.uniform(-FLIP_SHIFT_PX, FLIP_SHIFT_PX, 2)),
+        specials=special_subs,
+        flip_shift=tuple(float(v) for v in flip_shift),
         gradient_angle=float(rng.uniform(0.0, 2 * math.pi)),
         n_lights=n_lights,
         gradient=gradient,
@@ -486,12 +545,15 @@ def _draw_lights(
         transients=transients,
     )
     clock = _Clock(LIGHTS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
-    n_before = n_lights - n_lights // 2
+    n_before = n_lights - n_lights // 2 if flip else n_lights
+    blocks = [(range(n_before), False)]
+    if flip:
+        blocks.append((range(n_before, n_lights), True))
     lights: list[LightTruth] = []
-    for block, flipped in ((range(n_before), False), (range(n_before, n_lights), True)):
+    for block, flipped in blocks:
         if flipped:
             clock.advance(rng.uniform(200.0, 300.0))  # flip, plate solve, re-centre
-        for filt in FILTERS:
+        for filt in filters:
             for k in block:
                 lights.append(_draw_light(rng, plan, filt, k, len(lights), flipped, clock))
                 clock.advance(filt.exposure + rng.uniform(6.0, 12.0))
@@ -518,15 +580,17 @@ def _draw_light(
     angle = math.radians(rng.uniform(-DITHER_DEG, DITHER_DEG)) + (math.pi if flipped else 0.0)
     shift = rng.uniform(-DITHER_PX, DITHER_PX, 2) + (plan.flip_shift if flipped else 0.0)
     matrix = sky.dither_matrix(((width - 1) / 2, (height - 1) / 2), angle, tuple(shift))
-    gradient_angle = plan.gradient_angle + math.radians(rng.normal(0.0, 5.0))
+    # The filter's turn and scale are exactly 0 and 1 in the L/Ha night (same bits as before).
+    turn = math.radians(filt.gradient_turn_deg)
+    gradient_angle = plan.gradient_angle + turn + math.radians(rng.normal(0.0, 5.0))
     # Drawn in both modes (same order as before) so that "rotating" changes nothing else.
     gradient_factor = float(rng.uniform(0.8, 1.2))
     if plan.gradient == "rotating":
-        sky_gradient = plan.gradient_amplitude
-        sky_direction = 2 * math.pi * k / plan.n_lights  # on the sky: they sum to zero
+        sky_gradient = plan.gradient_amplitude * filt.gradient_scale
+        sky_direction = 2 * math.pi * k / plan.n_lights + turn  # on the sky: they sum to zero
         sky_gradient_angle = (sky_direction + (math.pi if flipped else 0.0)) % (2 * math.pi)
     else:
-        sky_gradient = plan.gradient_amplitude * gradient_factor
+        sky_gradient = plan.gradient_amplitude * gradient_factor * filt.gradient_scale
         sky_gradient_angle = (gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi)
     # Transients are drawn in both modes (same order) and only then dropped from the twin.
     trail = _draw_trail(rng, plan.shape) if special == "trail" else None
@@ -561,9 +625,14 @@ def _draw_trail(rng: np.random.Generator, shape: tuple[int, int]) -> TrailTruth:
     return TrailTruth(x0, y0, x1, y1, amplitude=float(rng.uniform(2500.0, 5000.0)), sigma=1.5)
 
 
+def _light_program(filter_name: str) -> _Program:
+    """Capture program of a filter's lights: SGP for Ha, N.I.N.A. for every other filter."""
+    return LIGHT_PROGRAMS.get(filter_name, NINA_LIGHT)
+
+
 def _light_path(filt: FilterTruth, k: int, when: datetime, ccd_temp: float) -> str:
     """File name in the style of the program that shot this filter."""
-    if LIGHT_PROGRAMS[filt.name] is NINA_LIGHT:
+    if _light_program(filt.name) is NINA_LIGHT:
         return (
             f"LIGHT/{when:%Y-%m-%d_%H-%M-%S}_{filt.name}_{ccd_temp:.2f}_"
             f"{filt.exposure:.2f}s_{k + 1:04d}.fits"
@@ -625,7 +694,7 @@ def _write(path: Path, data: NDArray[np.uint16], header: fits.Header) -> None:
 def _light_header(light: LightTruth) -> fits.Header:
     """Header of a light in its program's style."""
     header = _base_header(
-        LIGHT_PROGRAMS[light.filter], light.exposure, light.date_obs, light.ccd_temp
+        _light_program(light.filter), light.exposure, light.date_obs, light.ccd_temp
     )
     header["FILTER"] = (light.filter, "Filter used")
     header["OBJECT"] = (OBJECT, "Target")

@@ -8,7 +8,7 @@ column, ``y`` the row, pixel centres at integers (``image[y, x]``). Each light's
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "SensorTruth",
     "TrailTruth",
     "load_truth",
+    "star_colour_ratio",
 ]
 
 TRUTH_DIR = "truth"
@@ -38,7 +39,13 @@ STAR_DTYPE = np.dtype(
         ("peak_adu", np.float64),
     ]
 )
+RGB_STAR_DTYPE = np.dtype(STAR_DTYPE.descr + [("teff", np.float64), ("reference", np.bool_)])
 _ARRAY_FILES = ("stars", "hot_pixels", "bias_pattern", "dark_current")
+_OMITTED_AT_DEFAULT = frozenset(
+    {"wavelength_nm", "gradient_scale", "gradient_turn_deg", "n_reference"}
+)
+"""Fields added for the RGB night; left out of ``truth.json`` at their defaults, so the
+JSON of the older nights is unchanged (and older files load with the defaults)."""
 
 Matrix3 = tuple[tuple[float, float, float], ...]
 
@@ -78,13 +85,23 @@ class FilterTruth:
     sky_rate : float
         Sky background at frame centre in clear conditions (e-/s/px, before flat).
     star_throughput : float
-        Multiplier on the star table's fluxes (stars are tabulated for L).
+        Multiplier on the star table's fluxes (stars are tabulated for L, or for a grey
+        filter of throughput 1 in nights with star temperatures).
     nebula_rate : float
         Nebula surface brightness scale (e-/s/px per unit blob amplitude).
     flat_level : float
         Mean flat illumination (ADU above bias and dark).
     flat_exposure : float
         Flat exposure (s).
+    wavelength_nm : float or None
+        Effective wavelength (nm) at which a star's blackbody colour is sampled, one of
+        ``sample_data.color.COLOUR_WAVELENGTHS_NM`` (620 R, 530 G, 460 B); None for a
+        grey filter (colour ratio 1, e.g. L). Only used when the stars have temperatures.
+    gradient_scale : float
+        Multiplier on the night's sky-gradient amplitude for this filter.
+    gradient_turn_deg : float
+        Degrees added to the night's sky-gradient direction for this filter
+        (counter-clockwise from +x towards +y, sensor frame).
     """
 
     name: str
@@ -94,6 +111,9 @@ class FilterTruth:
     nebula_rate: float
     flat_level: float
     flat_exposure: float
+    wavelength_nm: float | None = None
+    gradient_scale: float = 1.0
+    gradient_turn_deg: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -311,7 +331,11 @@ class NightTruth(LightLookup):
     bias_frames, dark_frames, flat_frames : tuple of CalibrationFrameTruth
         Calibration frames.
     stars : ndarray
-        ``(n, 3)``: sky ``x, y`` and L-band flux (e-/s) at transmission 1.
+        ``(n, 3)``: sky ``x, y`` and L-band flux (e-/s) at transmission 1; or ``(n, 4)``
+        in nights with star colours (:func:`sample_data.generate_rgb_night`): sky
+        ``x, y``, the flux (e-/s) through a grey filter of throughput 1, and the
+        effective temperature (K). A filter then sees ``flux * star_throughput *``
+        :meth:`star_colour` (blackbody photon ratio, 1 at 6500 K in every filter).
     hot_pixels : ndarray
         ``(n, 3)``: sensor ``x, y`` and dark rate (e-/s), brightest first.
     bias_pattern : ndarray
@@ -323,6 +347,10 @@ class NightTruth(LightLookup):
         (vignetting x dust x PRNU).
     root : Path or None
         Folder the night was written to / loaded from.
+    n_reference : int
+        The first ``n_reference`` rows of ``stars`` are reference stars: bright but
+        unsaturated, isolated, well inside every sub, with a spread of temperatures
+        (0 in nights without star colours).
     """
 
     version: str
@@ -343,11 +371,34 @@ class NightTruth(LightLookup):
     dark_current: NDArray[np.float32] = field(repr=False)
     flat_responses: dict[str, NDArray[np.float32]] = field(repr=False)
     root: Path | None = None
+    n_reference: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(height, width)``."""
         return (self.height, self.width)
+
+    @property
+    def has_star_colours(self) -> bool:
+        """True when ``stars`` carries effective temperatures (4th column)."""
+        return self.stars.shape[1] > 3
+
+    def star_colour(self, filter: str) -> NDArray[np.float64]:
+        """Colour factor of every catalogue star in ``filter`` (dimensionless).
+
+        Blackbody photon ratio at the filter's ``wavelength_nm`` relative to 530 nm,
+        normalised to 1 for a 6500 K star (see :func:`star_colour_ratio`); all ones for
+        a grey filter or a night without star temperatures.
+
+        Returns
+        -------
+        ndarray
+            ``(n,)`` factors, one per row of ``stars``.
+        """
+        wavelength = self.filters[filter].wavelength_nm
+        if not self.has_star_colours or wavelength is None:
+            return np.ones(len(self.stars))
+        return star_colour_ratio(self.stars[:, 3], wavelength)
 
     def lights(self, filter: str | None = None) -> tuple[LightTruth, ...]:
         """Lights of one filter (all when ``filter`` is None), chronological."""
@@ -362,7 +413,10 @@ class NightTruth(LightLookup):
         lt = self.light(light)
         filt = self.filters[lt.filter]
         scale = filt.star_throughput * lt.transmission * lt.exposure / self.sensor.gain
-        return self.stars[:, 2] * scale
+        flux = self.stars[:, 2] * scale
+        if self.has_star_colours:
+            flux = flux * self.star_colour(lt.filter)
+        return flux
 
     def stars_in_sensor(self, light: int | str | LightTruth) -> NDArray[np.void]:
         """Catalogue stars whose centre falls on the sensor in ``light``.
@@ -372,18 +426,34 @@ class NightTruth(LightLookup):
         ndarray
             Structured array with fields ``id`` (row in ``stars``), ``x``, ``y``
             (sensor pixels), ``flux_adu`` (total flux, ADU, before the flat response,
-            i.e. as seen after flat-fielding with a mean-normalised flat) and
-            ``peak_adu`` (analytic Moffat peak of the same).
+            i.e. as seen after flat-fielding with a mean-normalised flat; in nights with
+            star colours it includes the star's colour in this light's filter) and
+            ``peak_adu`` (analytic Moffat peak of the same). Nights with star colours
+            (``RGB_STAR_DTYPE``) add ``teff`` (K) and ``reference`` (bool).
         """
         lt = self.light(light)
         x, y = sky.apply_affine(lt.sky_to_sensor, self.stars[:, 0], self.stars[:, 1])
         inside = (x >= -0.5) & (x < self.width - 0.5) & (y >= -0.5) & (y < self.height - 0.5)
         flux = self.star_flux_adu(lt)
-        out = np.zeros(int(inside.sum()), dtype=STAR_DTYPE)
+        dtype = RGB_STAR_DTYPE if self.has_star_colours else STAR_DTYPE
+        out = np.zeros(int(inside.sum()), dtype=dtype)
         out["id"] = np.flatnonzero(inside)
         out["x"], out["y"], out["flux_adu"] = x[inside], y[inside], flux[inside]
         out["peak_adu"] = sky.moffat_peak(flux[inside], lt.fwhm, self.psf_beta)
+        if self.has_star_colours:
+            out["teff"] = self.stars[inside, 3]
+            out["reference"] = out["id"] < self.n_reference
         return out
+
+    def reference_stars(self, light: int | str | LightTruth) -> NDArray[np.void]:
+        """The reference stars of ``light`` (:meth:`stars_in_sensor` rows with ``reference``).
+
+        Empty (old dtype) in nights without star colours.
+        """
+        stars = self.stars_in_sensor(light)
+        if not self.has_star_colours:
+            return stars[:0]
+        return stars[stars["reference"]]
 
     def clean_background(
         self, light: int | str | LightTruth, *, trail: bool = True
@@ -394,13 +464,27 @@ class NightTruth(LightLookup):
         ``trail=False`` the satellite trail (if any) is left out.
         """
         lt = self.light(light)
-        filt = self.filters[lt.filter]
-        image = sky.sky_background(self.shape, lt.sky_adu, lt.sky_gradient, lt.sky_gradient_angle)
-        nebula = sky.render_nebula(self.shape, lt.sensor_to_sky, self.nebula)
-        image += nebula * (filt.nebula_rate * lt.transmission * lt.exposure / self.sensor.gain)
+        image = self.sky_gradient_image(lt) + self.nebula_image(lt)
         if trail and lt.trail is not None:
             image += self.trail_image(lt)
         return image
+
+    def sky_gradient_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free sky level plus linear gradient of ``light`` in ADU (no nebula, no stars).
+
+        ``sky_adu * (1 + sky_gradient * ramp)``, with ``ramp`` the distance from the frame
+        centre along ``sky_gradient_angle`` over the half diagonal; before the flat
+        response, without bias or dark current.
+        """
+        lt = self.light(light)
+        return sky.sky_background(self.shape, lt.sky_adu, lt.sky_gradient, lt.sky_gradient_angle)
+
+    def nebula_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
+        """Noise-free nebula of ``light`` in ADU (its filter's ``nebula_rate``), before the flat."""
+        lt = self.light(light)
+        filt = self.filters[lt.filter]
+        nebula = sky.render_nebula(self.shape, lt.sensor_to_sky, self.nebula)
+        return nebula * (filt.nebula_rate * lt.transmission * lt.exposure / self.sensor.gain)
 
     def trail_image(self, light: int | str | LightTruth) -> NDArray[np.float64]:
         """Noise-free satellite trail of ``light`` in ADU, before the flat response.
@@ -446,8 +530,8 @@ class NightTruth(LightLookup):
         data: dict[str, Any] = {"generator": "linearlink sample_data.night"}
         skip = set(_ARRAY_FILES) | {"flat_responses", "root"}
         for f in fields(self):
-            if f.name not in skip:
-                value = getattr(self, f.name)
+            value = getattr(self, f.name)
+            if f.name not in skip and not _omitted(f, value):
                 data[f.name] = _jsonable(value)
         data["arrays"] = {name: f"{name}.npy" for name in _ARRAY_FILES}
         data["arrays"]["flat_responses"] = {
@@ -456,10 +540,19 @@ class NightTruth(LightLookup):
         return data
 
 
+def _omitted(f: Field[Any], value: Any) -> bool:
+    """Whether field ``f`` holding ``value`` stays out of the JSON (``_OMITTED_AT_DEFAULT``)."""
+    return f.name in _OMITTED_AT_DEFAULT and value == f.default
+
+
 def _jsonable(value: Any) -> Any:
     """Dataclasses -> dicts, tuples -> lists, recursively."""
     if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
+        data = asdict(value)
+        for f in fields(value):
+            if _omitted(f, data[f.name]):
+                del data[f.name]
+        return data
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -503,6 +596,7 @@ def load_truth(outdir: str | Path) -> NightTruth:
         flat_frames=tuple(CalibrationFrameTruth(**d) for d in data["flat_frames"]),
         flat_responses=responses,
         root=root,
+        n_reference=data.get("n_reference", 0),
         **arrays,
     )
 
@@ -541,3 +635,39 @@ def read_truth_folder(
         for name, file in data["arrays"]["flat_responses"].items()
     }
     return data, arrays, responses
+
+
+def star_colour_ratio(teff: NDArray[np.float64], wavelength_nm: float) -> NDArray[np.float64]:
+    """Blackbody photon-rate ratio of stars at ``wavelength_nm``, neutral at 6500 K.
+
+    The ratio of a Planck photon spectrum at ``wavelength_nm`` to the same at 530 nm,
+    divided by that of a 6500 K star and clipped to ``COLOUR_RATIO_RANGE`` -- one column
+    of :func:`sample_data.color.colour_ratios`, which does the maths.
+
+    Parameters
+    ----------
+    teff : ndarray
+        Effective temperatures (K).
+    wavelength_nm : float
+        One of ``sample_data.color.COLOUR_WAVELENGTHS_NM`` (620, 530 or 460 nm).
+
+    Returns
+    -------
+    ndarray
+        ``(n,)`` ratios; exactly 1 at 6500 K and at 530 nm.
+
+    Raises
+    ------
+    ValueError
+        If ``wavelength_nm`` is not one of the supported wavelengths.
+    """
+    # Imported here: sample_data.color imports this module (through sample_data.night).
+    from sample_data.color import COLOUR_WAVELENGTHS_NM, colour_ratios
+
+    if wavelength_nm not in COLOUR_WAVELENGTHS_NM:
+        raise ValueError(
+            f"wavelength_nm must be one of {COLOUR_WAVELENGTHS_NM}, got {wavelength_nm!r}"
+        )
+    return colour_ratios(np.asarray(teff, dtype=np.float64))[
+        :, COLOUR_WAVELENGTHS_NM.index(wavelength_nm)
+    ]
