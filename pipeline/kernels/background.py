@@ -36,6 +36,8 @@ import numpy as np
 from numpy.polynomial import legendre
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import RBFInterpolator, make_interp_spline
+from scipy.sparse import coo_matrix, csr_matrix
+from scipy.spatial import cKDTree
 
 from pipeline.kernels._common import float_array, require_ndim, require_same_shape, result_dtype
 
@@ -56,6 +58,8 @@ _MIN_BOX = 5
 _MAX_CLIP_ITERATIONS = 10
 # Below-model samples are rejected at this multiple of ``rejection_sigma``.
 _LOW_REJECTION_FACTOR = 2.0
+# Neighbours of a sample: within this many median nearest-neighbour spacings (a grid's 8).
+_NEIGHBOUR_SPACINGS = 1.5
 # Residual sigma floor, relative to the largest |sample value|: keeps float rounding on
 # noiseless data from being "rejected" (float32 resolves ~6e-8 of a value).
 _SIGMA_FLOOR = 1e-6
@@ -261,7 +265,11 @@ def fit_background(
     polynomial refitted, until the kept set no longer changes, after
     ``max_iterations`` rounds, or when a round would leave fewer samples than the
     order needs (that round is discarded). A polynomial is stiff, so removing
-    samples cannot make it bend away from its neighbours.
+    samples cannot make it bend away from its neighbours. Then, once, the used samples
+    next to (within 1.5 spacings of) an extended object -- two or more neighbouring
+    samples rejected above the model -- are dropped too when they are above the model
+    themselves, and the polynomial is refitted: an object's faint outskirts, each below
+    the limit but all above the sky, would otherwise lift it.
 
     *Spline*: soft rejection. A flexible surface bends into the hole a dropped sample
     leaves; at the frame edges and corners, where a smoothing spline is least
@@ -502,7 +510,55 @@ def _reject_polynomial(
             break
         used = kept
         fitted = surface.fit(x, y, value, used)
-    return used, fitted
+    return _without_outskirts(surface, x, y, value, candidates, used, fitted)
+
+
+def _without_outskirts(
+    surface: _PolynomialSurface,
+    x: np.ndarray,
+    y: np.ndarray,
+    value: np.ndarray,
+    candidates: np.ndarray,
+    used: np.ndarray,
+    fitted: _Fitted,
+) -> tuple[np.ndarray, _Fitted]:
+    """Drop the ring of samples around objects rejected above the model, and refit once.
+
+    A nebula's faint outskirts sit below the limit one by one but all on the same side, so
+    together they lift the surface; a used sample next to an extended object (a sample
+    rejected above the model with a rejected neighbour) goes when it is above the model
+    too. Done once (no growth from the ring itself).
+    """
+    residual = value - fitted.at_samples
+    centre = float(np.median(residual[used]))
+    above = residual > centre
+    rejected_above = candidates & ~used & above
+    if not rejected_above.any():
+        return used, fitted
+    neighbours = _neighbour_matrix(x, y)
+    # an extended object rejects neighbouring samples; a lone star (or hot pixel) only one
+    extended = rejected_above & (neighbours @ rejected_above.astype(np.int32) > 0)
+    touching = neighbours @ extended.astype(np.int32) > 0
+    kept = used & ~(touching & above)
+    if np.count_nonzero(kept) < surface.terms().sum() or np.array_equal(kept, used):
+        return used, fitted
+    return kept, surface.fit(x, y, value, kept)
+
+
+def _neighbour_matrix(x: np.ndarray, y: np.ndarray) -> csr_matrix:
+    """Sparse symmetric adjacency of samples closer than 1.5 typical spacings."""
+    points = np.column_stack([x, y])
+    n = len(points)
+    if n < 2:
+        return csr_matrix((n, n), dtype=np.int32)
+    tree = cKDTree(points)
+    spacing, _ = tree.query(points, k=2)
+    radius = _NEIGHBOUR_SPACINGS * float(np.median(spacing[:, 1]))
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    ones = np.ones(rows.size, dtype=np.int32)
+    return coo_matrix((ones, (rows, cols)), shape=(n, n)).tocsr()
 
 
 def _reject_spline(

