@@ -1,4 +1,4 @@
-"""The ``linearlink`` command line: run | plan | init | schema | stretch | sample."""
+"""The ``linearlink`` command line: run | plan | combine | init | schema | stretch | sample."""
 
 from __future__ import annotations
 
@@ -73,6 +73,36 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(handler=_plan)
 
+    combine = commands.add_parser(
+        "combine",
+        help="register and combine mono masters of different filters into a linear colour image",
+    )
+    combine.add_argument(
+        "masters",
+        nargs="*",
+        type=Path,
+        help="master FITS files in palette order: R G B (rgb), SII Ha OIII (sho), Ha OIII (hoo)",
+    )
+    combine.add_argument(
+        "--run", type=Path, metavar="OUTPUT", help="combine the masters of this run's output folder"
+    )
+    combine.add_argument("-L", "--luminance", type=Path, help="luminance master kept alongside")
+    combine.add_argument("--palette", choices=("rgb", "sho", "hoo"), help="channel mapping")
+    combine.add_argument("-c", "--config", type=Path, help="YAML configuration file")
+    combine.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable), e.g. combine.background.model.order=1",
+    )
+    combine.add_argument(
+        "-o", "--output", type=Path, help="output folder (default: ./combined, or RUN/combined)"
+    )
+    combine.add_argument("--name", default="combined", help="base name of the output files")
+    combine.set_defaults(handler=_combine)
+
     init = commands.add_parser("init", help="write the default configuration with comments")
     init.add_argument("path", nargs="?", type=Path, default=Path("linearlink.yaml"))
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -92,10 +122,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("outdir", type=Path)
     sample.add_argument("--seed", type=int, default=20261126)
-    sample.add_argument(
+    kind = sample.add_mutually_exclusive_group()
+    kind.add_argument(
         "--color",
         action="store_true",
         help="a one-shot-colour (Bayer RGGB) night instead of the mono one",
+    )
+    kind.add_argument(
+        "--rgb",
+        action="store_true",
+        help="a mono night through R, G and B filters (for the colour combination)",
     )
     sample.set_defaults(handler=_sample)
     return parser
@@ -292,6 +328,74 @@ def _verdict(candidate: dict) -> str:
     return "skip  " if candidate["reason"].startswith("not needed") else "refuse"
 
 
+_PALETTE_ROLES = {
+    "rgb": ("red", "green", "blue"),
+    "sho": ("red", "green", "blue"),
+    "hoo": ("red", "green"),
+}
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from pipeline.engine.combine import combine_files, run_master_paths
+
+    overrides = list(args.overrides)
+    if args.palette:
+        overrides.append(f"combine.palette.method={args.palette}")
+    config = load_config(args.config, overrides)
+    palette = config.combine.palette.method if config.combine else "rgb"
+    if args.run is not None:
+        if args.masters:
+            raise LinearLinkError("give either master files or --run, not both")
+        paths = run_master_paths(args.run, config)
+        output = args.output or args.run / "combined"
+    else:
+        paths = _positional_masters(args.masters, palette)
+        output = args.output or Path.cwd() / "combined"
+    if args.luminance is not None:
+        paths["luminance"] = args.luminance
+    record = combine_files(paths, config, output, name=args.name)
+    _print_combination(record)
+    return 0
+
+
+def _positional_masters(masters: list[Path], palette: str) -> dict[str, Path]:
+    roles = _PALETTE_ROLES[palette]
+    if len(masters) != len(roles):
+        raise LinearLinkError(
+            f"the {palette} palette takes {len(roles)} master files, got {len(masters)}; "
+            "give them in palette order (rgb: R G B, sho: SII Ha OIII, hoo: Ha OIII) or use --run"
+        )
+    for path in masters:
+        if not path.is_file():
+            raise LinearLinkError(f"{path}: no such file; give the path of a master FITS file")
+    paths = dict(zip(roles, masters, strict=True))
+    if palette == "hoo":
+        paths["blue"] = paths["green"]
+    return paths
+
+
+def _print_combination(record: dict) -> None:
+    result = record["result"]
+    fits = result["linear_fit"]["fits"]
+    colour = result["colour_calibration"]
+    print(f"wrote {record['outputs']['rgb']}")
+    for role, entry in result["registration"].items():
+        print(f"  {role:9s} registered: {entry['matched']} stars, rms {entry['rms']:.3f} px")
+    if fits:
+        reference = result["linear_fit"]["reference"]
+        for role, fit in fits.items():
+            if role != reference:
+                print(
+                    f"  LinearFit {role} -> {reference}: "
+                    f"a = {fit['intercept']:.6g}, b = {fit['slope']:.6g}"
+                )
+    if colour:
+        factors = ", ".join(f"{f:.4f}" for f in colour["factors"])
+        print(f"  white balance ({colour['white_reference']}): R, G, B x {factors}")
+    for key in ("linked_preview", "unlinked_preview", "stf_preview"):
+        print(f"  {key.replace('_', ' ')}: {record['outputs'][key]}")
+
+
 def _init(args: argparse.Namespace) -> int:
     if args.path.exists() and not args.force:
         raise LinearLinkError(f"{args.path} exists; pass --force to overwrite it")
@@ -317,10 +421,12 @@ def _stretch(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sample_data import generate_color_night, generate_night
+    from sample_data import generate_color_night, generate_night, generate_rgb_night
 
     started = time.perf_counter()
-    generate = generate_color_night if args.color else generate_night
+    generate = (
+        generate_color_night if args.color else generate_rgb_night if args.rgb else generate_night
+    )
     generate(args.outdir, rng=np.random.default_rng(args.seed))
     print(
         f"wrote the sample night to {args.outdir} in {time.perf_counter() - started:.1f} s "

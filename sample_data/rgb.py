@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from sample_data import sky
 from sample_data.color import COLOUR_RATIO_RANGE
 from sample_data.night import (
     _assemble_truth,
     _draw_flat_responses,
     _draw_lights,
-    _draw_nebula,
     _draw_stars,
     _peak_adu_per_flux,
     _schedule_darks_and_bias,
@@ -249,7 +249,7 @@ def draw_rgb_truth(
     hot = draw_hot_pixels(rng, shape, sensor)
     responses = _draw_flat_responses(rng, shape, filters)
     stars, n_reference = _draw_coloured_stars(rng, width, height, filters)
-    nebula = _draw_nebula(rng, width, height)
+    nebula = _draw_compact_nebula(rng, width, height)
     flats = _schedule_flats(rng, filters)
     lights, clock = _draw_lights(
         rng,
@@ -351,3 +351,31 @@ def _reference_positions(
         )
         for cell, (jx, jy) in zip(cells, jitter, strict=True)
     ]
+
+
+def _draw_compact_nebula(
+    rng: np.random.Generator, width: int, height: int
+) -> tuple[sky.NebulaBlob, ...]:
+    """A compact emission nebula (a core and two lobes) leaving most of the field as sky.
+
+    Its widths scale with the frame (major sigma 4-9 % of the longer side), so at least
+    half of every frame is sky darker than a thousandth of the nebula's peak: the
+    background extraction has sky to sample, as on a galaxy or planetary nebula field.
+    """
+    size = max(width, height)
+    cx = (width - 1) / 2 + rng.uniform(-0.1, 0.1) * width
+    cy = (height - 1) / 2 + rng.uniform(-0.1, 0.1) * height
+    blobs = []
+    for amplitude in (1.0, 0.6, 0.5):
+        major = float(rng.uniform(0.04, 0.09) * size)
+        blobs.append(
+            sky.NebulaBlob(
+                x=float(cx + rng.normal(0.0, 0.03 * size)),
+                y=float(cy + rng.normal(0.0, 0.03 * size)),
+                sigma_major=major,
+                sigma_minor=float(major * rng.uniform(0.4, 0.9)),
+                angle=float(rng.uniform(0.0, math.pi)),
+                amplitude=amplitude,
+            )
+        )
+    return tuple(blobs)

@@ -12,12 +12,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BackgroundExtractionConfig",
     "CalibrationConfig",
+    "ColourCalibrationConfig",
+    "CombineConfig",
     "CosmeticCorrectionConfig",
     "DebayerConfig",
     "DiscoveryConfig",
     "EngineConfig",
     "IntegrationConfig",
+    "LinearFitConfig",
     "MasterStackConfig",
     "MeasurementConfig",
     "MinMaxRejection",
@@ -432,6 +436,153 @@ class PreviewConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------- colour combination
+class RGBPalette(_Section):
+    """Broadband colour: each filter's master becomes its own channel."""
+
+    method: Literal["rgb"] = "rgb"
+    red: str = Field("R", description="Filter (FILTER card) of the red channel.")
+    green: str = Field("G", description="Filter of the green channel.")
+    blue: str = Field("B", description="Filter of the blue channel.")
+
+
+class SHOPalette(_Section):
+    """Hubble palette: SII as red, H-alpha as green, OIII as blue."""
+
+    method: Literal["sho"] = "sho"
+    sii: str = Field("SII", description="Filter of the sulphur-II master (red).")
+    ha: str = Field("Ha", description="Filter of the hydrogen-alpha master (green).")
+    oiii: str = Field("OIII", description="Filter of the oxygen-III master (blue).")
+
+
+class HOOPalette(_Section):
+    """Bicolour: H-alpha as red, OIII as green and blue."""
+
+    method: Literal["hoo"] = "hoo"
+    ha: str = Field("Ha", description="Filter of the hydrogen-alpha master (red).")
+    oiii: str = Field("OIII", description="Filter of the oxygen-III master (green and blue).")
+
+
+Palette = Annotated[RGBPalette | SHOPalette | HOOPalette, Field(discriminator="method")]
+
+
+class LinearFitConfig(_Section):
+    """PixInsight LinearFit: each channel matched to a reference channel by a robust line."""
+
+    reference: Literal["auto", "red", "green", "blue"] = Field(
+        "auto",
+        description="Channel the others are fitted to; auto: the one with the brightest "
+        "background (PixInsight's advice).",
+    )
+    reject_low: float = Field(
+        0.0, ge=0, lt=1, description="Ignore pixels below this fraction of each image's range."
+    )
+    reject_high: float = Field(
+        0.92, gt=0, le=1, description="Ignore pixels above this fraction (saturated star cores)."
+    )
+
+
+class PolynomialBackground(_Section):
+    """A 2-D polynomial surface of total degree ``order`` (gradients, sky glow)."""
+
+    method: Literal["polynomial"] = "polynomial"
+    order: int = Field(2, ge=0, le=6, description="Total degree of the surface (0-6).")
+
+
+class SplineBackground(_Section):
+    """A thin-plate spline surface through the samples (complex gradients)."""
+
+    method: Literal["spline"] = "spline"
+    smoothing: float = Field(
+        1.0, ge=0, description="Spline smoothing; 0 passes through every sample."
+    )
+
+
+BackgroundModel = Annotated[PolynomialBackground | SplineBackground, Field(discriminator="method")]
+
+
+class BackgroundExtractionConfig(_Section):
+    """Automatic background extraction through star-free samples, per channel."""
+
+    model: BackgroundModel = Field(
+        default_factory=PolynomialBackground, description="Surface fitted to the samples."
+    )
+    grid: int = Field(16, ge=3, le=200, description="Samples along the longer image axis.")
+    box: int = Field(0, ge=0, description="Sample box side in pixels; 0: half the spacing.")
+    rejection_sigma: float = Field(
+        2.5, gt=0, description="Samples this many sigmas above the fit are rejected (nebulae)."
+    )
+    correction: Literal["subtract", "divide"] = Field(
+        "subtract",
+        description="subtract (gradients, light pollution) or divide (vignetting residue).",
+    )
+
+
+class StarsWhiteReference(_Section):
+    """White balance from the stars: their mean colour is made neutral."""
+
+    method: Literal["stars"] = "stars"
+    max_stars: int = Field(200, ge=5, description="Brightest unsaturated stars measured.")
+    min_snr: float = Field(20.0, gt=0, description="Stars fainter than this SNR are ignored.")
+
+
+class RegionWhiteReference(_Section):
+    """White balance from a chosen region (a G2V star, a face-on spiral galaxy)."""
+
+    method: Literal["region"] = "region"
+    box: tuple[int, int, int, int] = Field(
+        description="x0, y0, x1, y1 of the white reference in pixels of the combined image."
+    )
+
+
+class FactorsWhiteReference(_Section):
+    """White balance by given channel factors (from a photometric calibration elsewhere)."""
+
+    method: Literal["factors"] = "factors"
+    red: float = Field(1.0, gt=0, description="Factor of the red channel.")
+    green: float = Field(1.0, gt=0, description="Factor of the green channel.")
+    blue: float = Field(1.0, gt=0, description="Factor of the blue channel.")
+
+
+WhiteReference = Annotated[
+    StarsWhiteReference | RegionWhiteReference | FactorsWhiteReference,
+    Field(discriminator="method"),
+]
+
+
+class ColourCalibrationConfig(_Section):
+    """Background neutralization and white balance, on linear data."""
+
+    background_neutralization: bool = Field(
+        True, description="Make the three channels' backgrounds equal."
+    )
+    white_reference: WhiteReference = Field(
+        default_factory=StarsWhiteReference, description="What is made neutral (white)."
+    )
+
+
+class CombineConfig(_Section):
+    """Masters of different filters registered onto one grid and combined into colour."""
+
+    palette: Palette = Field(
+        default_factory=RGBPalette, description="Which filter goes to which channel."
+    )
+    luminance: str | None = Field(
+        "L", description="Filter of a luminance master registered and kept alongside."
+    )
+    background: BackgroundExtractionConfig | None = Field(
+        default_factory=BackgroundExtractionConfig,
+        description="Background extraction per channel; null leaves gradients in.",
+    )
+    linear_fit: LinearFitConfig | None = Field(
+        default_factory=LinearFitConfig, description="Channel matching; null skips it."
+    )
+    colour_calibration: ColourCalibrationConfig | None = Field(
+        default_factory=ColourCalibrationConfig,
+        description="Background neutralization and white balance; null skips both.",
+    )
+
+
 class EngineConfig(_Section):
     """Scheduling of the dask graph."""
 
@@ -460,4 +611,9 @@ class PipelineConfig(_Section):
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     integration: IntegrationConfig = Field(default_factory=IntegrationConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
+    combine: CombineConfig | None = Field(
+        default_factory=CombineConfig,
+        description="Colour combination of a run's masters (done when every palette filter "
+        "has a master); null turns it off.",
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig)

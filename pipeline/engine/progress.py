@@ -26,6 +26,7 @@ STAGE_OF_TASK = {
     "register": "register",
     "integrate": "integrate",
     "preview": "preview",
+    "combine": "combine",
 }
 
 

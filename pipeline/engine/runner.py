@@ -6,7 +6,8 @@ Graph shape per light group::
         └─> calibrate+measure (per sub) ─> reference ─> register (per sub)
                                                             └─> integrate ─> preview
 
-Tasks move file paths and small records, never arrays.
+and, once every light group is integrated, one colour combination of the masters whose
+filters the ``combine`` palette names. Tasks move file paths and small records, never arrays.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dask import delayed
 
 from pipeline import __version__
 from pipeline.config.models import PipelineConfig
+from pipeline.engine import combine as combination
 from pipeline.engine import execution, tasks
 from pipeline.engine.lock import OutputLock, lock_holder
 from pipeline.engine.report import write_report
@@ -56,6 +58,7 @@ STAGES = (
     "register",
     "integrate",
     "preview",
+    "combine",
 )
 Record = dict[str, Any]
 
@@ -215,7 +218,16 @@ class Pipeline:
         groups = {
             lp.light_group: self._group_nodes(plan, lp, wiring.light(lp)) for lp in plan.lights
         }
-        return {"masters": wiring.nodes, "defects": wiring.defect_nodes, "groups": groups}
+        masters = [(plan.group(g).filter, nodes["integrate"]) for g, nodes in groups.items()]
+        combined = delayed(_combine_or_fail, pure=True)(
+            store, masters, config, dask_key_name="combine"
+        )
+        return {
+            "masters": wiring.nodes,
+            "defects": wiring.defect_nodes,
+            "groups": groups,
+            "combine": combined,
+        }
 
     def _group_nodes(
         self, plan: NightPlan, light_plan: LightPlan, calibration: tasks.LightCalibration
@@ -305,7 +317,28 @@ class Pipeline:
                 _link(self.store.absolute(preview["outputs"]["preview"]), png)
                 entry["preview"] = str(png)
             published["masters"].append(entry)
+        published["combined"] = self._publish_combination(results["combine"])
         return published
+
+    def _publish_combination(self, record: Record | None) -> dict[str, Any] | None:
+        """Link the colour combination's files into ``masters/`` and ``previews/``."""
+        if not record or "failed" in record:
+            return None
+        places = {
+            "rgb": ("masters", "combined_RGB.fits"),
+            "luminance": ("masters", "combined_L.fits"),
+            "background": ("masters", "combined_background.fits"),
+            "linked_preview": ("previews", "combined_linked.png"),
+            "unlinked_preview": ("previews", "combined_unlinked.png"),
+            "stf_preview": ("previews", "combined_stf.png"),
+        }
+        outputs = {}
+        for name, relative in record["outputs"].items():
+            folder, file_name = places[name]
+            target = self.outdir / folder / file_name
+            _link(self.store.absolute(relative), target)
+            outputs[name] = str(target)
+        return {"outputs": outputs, **record["result"]}
 
     # ------------------------------------------------------------------ manifest
     def _manifest(
@@ -332,6 +365,7 @@ class Pipeline:
             "config": self.config.model_dump(mode="json"),
             "config_hash": keys.config_hash(self.config),
             "masters": published["masters"],
+            "combined": published["combined"],
             "calibration_masters": published["calibration"],
             "groups": description["groups"],
             "calibration_plan": description["calibration_plan"],
@@ -502,6 +536,17 @@ def _preview_or_skip(store, master: Record, config) -> Record | None:
         return {"failed": tasks.error_text(exc)}
 
 
+def _combine_or_fail(store, masters: list, config) -> Record | None:
+    """The colour combination of the run's masters; None when the palette is incomplete."""
+    available = [(name, record) for name, record in masters if "failed" not in record]
+    try:
+        return combination.combine_run_masters(store, available, config, tasks.cached)
+    except DiskFullError:
+        raise  # a full disk stops the night
+    except Exception as exc:  # the masters are written; a failed combination is a problem only
+        return {"failed": tasks.error_text(exc)}
+
+
 def _link(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
@@ -572,6 +617,15 @@ def _problems(
                 problems.append(
                     {"path": None, "group": group, "stage": stage, "reason": nodes[stage]["failed"]}
                 )
+    if results["combine"] and "failed" in results["combine"]:
+        problems.append(
+            {
+                "path": None,
+                "group": None,
+                "stage": "combine",
+                "reason": results["combine"]["failed"],
+            }
+        )
     return problems
 
 
@@ -641,6 +695,8 @@ def _all_records(results: dict[str, Any]) -> list[Record]:
         for stage in ("integrate", "preview"):
             if nodes[stage] and "stage" in nodes[stage]:
                 records.append(nodes[stage])
+    if results["combine"] and "stage" in results["combine"]:
+        records.append(results["combine"])
     return records
 
 

@@ -140,11 +140,15 @@ def stellar_white_factors(
 def region_white_factors(
     image: ArrayLike,
     box: tuple[int, int, int, int],
-    backgrounds: ArrayLike,
     *,
     reference: int = 1,
+    border: int | None = None,
 ) -> NDArray[np.float64]:
     """Factors that make a chosen region (a G2V star, a spiral galaxy) neutral.
+
+    The region's signal is its sum above the local background: the median of a frame of
+    ``border`` pixels around the box (nebulosity or a gradient under the object is not
+    counted as the object's colour).
 
     Parameters
     ----------
@@ -152,10 +156,10 @@ def region_white_factors(
         (C, H, W) linear image.
     box : tuple of int
         ``(x0, y0, x1, y1)``, pixels ``x0 <= x < x1``, ``y0 <= y < y1``.
-    backgrounds : array_like
-        (C,) background level of each channel, subtracted before summing.
     reference : int
         Channel whose factor is 1.
+    border : int, optional
+        Width of the background frame; default: half the box's longer side, at least 5.
 
     Returns
     -------
@@ -176,11 +180,17 @@ def region_white_factors(
             f"white reference box {box} is empty or outside the {width}x{height} image; "
             "give x0 < x1 <= width and y0 < y1 <= height"
         )
-    level = np.asarray(backgrounds, dtype=np.float64)[:, None, None]
+    pad = border if border is not None else max(5, max(x1 - x0, y1 - y0) // 2)
+    outer = array[:, max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
+    ring = np.ones(outer.shape[1:], dtype=bool)
+    ring[
+        y0 - max(0, y0 - pad) : y1 - max(0, y0 - pad), x0 - max(0, x0 - pad) : x1 - max(0, x0 - pad)
+    ] = False
+    level = np.array([np.nanmedian(plane[ring]) for plane in outer])[:, None, None]
     signal = np.nansum(array[:, y0:y1, x0:x1] - level, axis=(1, 2))
     if not np.all(signal > 0):
         raise ValueError(
-            f"the white reference box {box} has no signal above the background in some "
+            f"the white reference box {box} has no signal above its surroundings in some "
             f"channel (sums {np.round(signal, 3).tolist()}); choose a box on a star or galaxy"
         )
     return signal[reference] / signal

@@ -18,7 +18,7 @@ from pipeline.kernels import weights as kweights
 from pipeline.kernels.noise import mrs_noise
 from pipeline.kernels.psf import PSFFits, fit_psf
 
-__all__ = ["FrameMeasurement", "central_noise", "measure_frame"]
+__all__ = ["FrameMeasurement", "StarDetection", "central_noise", "detect_stars", "measure_frame"]
 
 VERSION = "4"
 
@@ -80,8 +80,31 @@ def central_noise(image: np.ndarray, *, side: int = 1024) -> float:
     return float(mrs_noise(image[top : top + side, left : left + side]))
 
 
-def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurement:
-    """Detect stars and measure one calibrated mono image (NaN = no data)."""
+@dataclass(frozen=True)
+class StarDetection:
+    """Stars found on one mono image.
+
+    Attributes
+    ----------
+    stars
+        (N, 3) array of x, y, flux of the brightest isolated stars, brightest first.
+    count
+        Number of detections (cosmic rays excluded) before the cut to the brightest.
+    background, rms
+        sep's global background level and background RMS (ADU).
+    mask
+        True where the image has no data (NaN).
+    """
+
+    stars: np.ndarray
+    count: int
+    background: float
+    rms: float
+    mask: np.ndarray
+
+
+def detect_stars(image: np.ndarray, config: MeasurementConfig) -> StarDetection:
+    """Detect the stars of a mono image (NaN = no data) with windowed centroids and fluxes."""
     data, mask = _prepared(image)
     background = sep.Background(data, mask=mask, bw=64, bh=64, fw=3, fh=3)
     subtracted = data - background.back()
@@ -92,6 +115,19 @@ def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurem
     )
     objects = _without_cosmic_rays(objects)
     stars = _star_table(subtracted, objects, config.max_stars, mask)
+    return StarDetection(
+        stars=stars,
+        count=int(len(objects)),
+        background=float(background.globalback),
+        rms=rms,
+        mask=mask,
+    )
+
+
+def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurement:
+    """Detect stars and measure one calibrated mono image (NaN = no data)."""
+    detection = detect_stars(image, config)
+    stars, mask, rms = detection.stars, detection.mask, detection.rms
     noise = float(mrs_noise(image))
     fits = _psf_fits(image, stars, config)
     good = fits.ok & np.isfinite(fits.signal) & (fits.signal > 0)
@@ -99,8 +135,8 @@ def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurem
     weight_noise = noise if np.isfinite(noise) and noise > 0 else rms
     return FrameMeasurement(
         stars=stars,
-        star_count=int(len(objects)),
-        background=float(background.globalback),
+        star_count=detection.count,
+        background=detection.background,
         noise=noise,
         fwhm=_median(fits.fwhm[good]),
         eccentricity=_median(fits.eccentricity[good]),

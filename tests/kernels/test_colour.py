@@ -39,17 +39,19 @@ def test_stellar_white_factors_refuse_too_few_stars():
         stellar_white_factors(fluxes)
 
 
-def test_region_white_factors_neutralize_the_region_above_the_background():
+def test_region_white_factors_neutralize_the_region_above_its_surroundings():
     image = np.empty((3, 40, 50), dtype=np.float32)
     backgrounds = np.array([100.0, 80.0, 60.0])
     image[:] = backgrounds[:, None, None]
-    image[:, 10:20, 30:40] += np.array([300.0, 200.0, 100.0], dtype=np.float32)[:, None, None]
-    factors = region_white_factors(image, (30, 10, 40, 20), backgrounds)
+    # a red nebula under the reference object: its glow is no part of the object's colour
+    image[:, 5:30, 25:45] += np.array([50.0, 5.0, 10.0], dtype=np.float32)[:, None, None]
+    image[:, 14:18, 33:37] += np.array([300.0, 200.0, 100.0], dtype=np.float32)[:, None, None]
+    factors = region_white_factors(image, (31, 12, 39, 20))
     np.testing.assert_allclose(factors, [2.0 / 3.0, 1.0, 2.0], rtol=1e-6)
     with pytest.raises(ValueError, match="outside the 50x40 image"):
-        region_white_factors(image, (30, 10, 60, 20), backgrounds)
-    with pytest.raises(ValueError, match="no signal above the background"):
-        region_white_factors(image, (0, 0, 10, 10), backgrounds)
+        region_white_factors(image, (30, 10, 60, 20))
+    with pytest.raises(ValueError, match="no signal above its surroundings"):
+        region_white_factors(image, (0, 0, 10, 10))
 
 
 def test_apply_colour_calibration_is_the_linear_formula_and_neutralizes():
@@ -60,7 +62,8 @@ def test_apply_colour_calibration_is_the_linear_formula_and_neutralizes():
     factors = np.array([0.8, 1.0, 1.4])
     out = apply_colour_calibration(image, backgrounds, 47.0, factors)
     assert out.dtype == np.float32 and np.isnan(out[1, 0, 0])
-    expected = 47.0 + factors[:, None, None] * (image.astype(np.float64) - backgrounds[:, None, None])
+    signal = image.astype(np.float64) - backgrounds[:, None, None]
+    expected = 47.0 + factors[:, None, None] * signal
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     # each channel's background lands on the common level
     levels = channel_backgrounds(apply_colour_calibration(image, [50.0] * 3, 47.0, factors))
