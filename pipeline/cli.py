@@ -340,7 +340,7 @@ def _combine(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.palette:
-        overrides.append(f"combine.palette.method={args.palette}")
+        overrides.append(f"combine.palette={{method: {args.palette}}}")
     config = load_config(args.config, overrides)
     palette = config.combine.palette.method if config.combine else "rgb"
     if args.run is not None:

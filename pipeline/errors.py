@@ -22,6 +22,7 @@ import os
 
 __all__ = [
     "CalibrationMatchError",
+    "CombineError",
     "ConfigError",
     "DiskFullError",
     "FrameReadError",
@@ -76,6 +77,10 @@ class RegistrationError(LinearLinkError):
 
 class IntegrationError(LinearLinkError):
     """A group could not be integrated."""
+
+
+class CombineError(LinearLinkError):
+    """Masters cannot be combined into a colour image (a step of the combination failed)."""
 
 
 class OutputError(LinearLinkError):

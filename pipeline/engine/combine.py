@@ -26,7 +26,7 @@ import numpy as np
 from astropy.io import fits
 
 from pipeline.config.models import CombineConfig, PipelineConfig
-from pipeline.errors import FrameReadError
+from pipeline.errors import CombineError, FrameReadError
 from pipeline.io.fits import read_image, write_image
 from pipeline.kernels.stretch import StretchParameters, apply_stretch
 from pipeline.provenance import keys
@@ -212,13 +212,17 @@ def _with_filters(
 def _combine(
     masters: Mapping[str, stage.ChannelMaster], combine: CombineConfig, config: PipelineConfig
 ) -> stage.CombinedImage:
-    return stage.combine_channels(
-        masters,
-        combine,
-        registration=config.registration,
-        measurement=config.measurement,
-        preview=config.preview,
-    )
+    try:
+        return stage.combine_channels(
+            masters,
+            combine,
+            registration=config.registration,
+            measurement=config.measurement,
+            preview=config.preview,
+        )
+    except ValueError as exc:
+        sources = ", ".join(sorted({m.source for m in masters.values()}))
+        raise CombineError(f"combining {sources}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- writing

@@ -39,6 +39,8 @@ def write_report(manifest: dict[str, Any], outdir: Path) -> Path:
         plot = outdir / "report" / f"{group}.png"
         _plot_group(group, subs, plot)
         sections.append(_group_section(group, subs, plot.relative_to(outdir), manifest, outdir))
+    if manifest.get("combined"):
+        sections.append(_combined_section(manifest["combined"], outdir))
     page = _page(manifest, sections)
     path = outdir / "report.html"
     _write_text(path, page)
@@ -116,6 +118,32 @@ def _group_section(
     if rows:
         lines.append(f"<table><tr><th>excluded sub</th><th>reason</th></tr>{rows}</table>")
     return "\n".join(lines)
+
+
+def _combined_section(combined: dict[str, Any], outdir: Path) -> str:
+    """The colour combination: its steps' numbers and the linked | unlinked STF previews."""
+    rows = []
+    fits = combined["linear_fit"]["fits"]
+    for role in ("red", "green", "blue"):
+        fit = fits.get(role, {})
+        registration = combined["registration"].get(role, {})
+        rows.append(
+            f"<tr><td>{role}</td><td>{registration.get('rms', 0):.3f}</td>"
+            f"<td>{fit.get('intercept', 0):.4g}</td><td>{fit.get('slope', 1):.4g}</td></tr>"
+        )
+    colour = combined.get("colour_calibration") or {}
+    factors = ", ".join(f"{f:.4f}" for f in colour.get("factors", []))
+    preview = os.path.relpath(combined["outputs"]["stf_preview"], outdir)
+    return (
+        "<h2>Colour combination</h2>"
+        f"<p>Grid of the {_e(combined['reference_grid'])} master; LinearFit reference "
+        f"{_e(combined['linear_fit']['reference'])}; white reference "
+        f"{_e(colour.get('white_reference', 'none'))} (R, G, B x {_e(factors)}).</p>"
+        "<table><tr><th>channel</th><th>registration rms (px)</th><th>LinearFit a</th>"
+        f"<th>LinearFit b</th></tr>{''.join(rows)}</table>"
+        f"<p>Linked STF (left, the true colour balance) and unlinked STF (right):</p>"
+        f'<img class="preview" src="{_e(preview)}" alt="linked and unlinked STF previews">'
+    )
 
 
 def _page(manifest: dict[str, Any], sections: list[str]) -> str:

@@ -302,3 +302,62 @@ def test_combine_command_on_three_real_masters_without_a_run_folder(real_data, t
         assert np.isfinite(header[key]), key
     for suffix in ("_linked.png", "_unlinked.png", "_stf.png", "_background.fits"):
         assert (output / f"m94{suffix}").is_file()
+
+
+def test_combine_command_palettes_and_luminance(rgb_run, tmp_path):
+    _, _, masters = rgb_run
+    red, green, blue = (masters[f] for f in ("R", "G", "B"))
+    # HOO: two masters, the second (here the G master standing in for OIII) feeds G and B
+    assert (
+        main(["combine", "--palette", "hoo", red, green, "-o", str(tmp_path), "--name", "hoo"]) == 0
+    )
+    hoo = read_image(tmp_path / "hoo.fits")
+    header = fits.getheader(tmp_path / "hoo.fits")
+    assert header["COMBINE"] == "HOO" and header["FILTER_G"] == header["FILTER_B"] == "G"
+    np.testing.assert_array_equal(hoo[1], hoo[2])
+    # SHO: SII, Ha, OIII in that order become R, G, B
+    assert (
+        main(
+            ["combine", "--palette", "sho", blue, red, green, "-o", str(tmp_path), "--name", "sho"]
+        )
+        == 0
+    )
+    header = fits.getheader(tmp_path / "sho.fits")
+    assert [header[f"FILTER_{c}"] for c in "RGB"] == ["B", "R", "G"]
+    # a luminance master defines the grid and is kept alongside, registered
+    args = ["combine", red, green, blue, "-L", blue, "-o", str(tmp_path), "--name", "lrgb"]
+    assert main(args) == 0
+    header = fits.getheader(tmp_path / "lrgb.fits")
+    luminance = read_image(tmp_path / "lrgb_L.fits")
+    assert header["REFGRID"] == "B" and header["REGRMS_R"] < 0.1 and header["REGRMS_B"] == 0.0
+    assert luminance.shape == read_image(tmp_path / "lrgb.fits").shape[1:]
+    assert fits.getheader(tmp_path / "lrgb_background.fits")["PLANES"] == "R,G,B,L"
+
+
+def test_combine_command_explains_bad_input(rgb_run, tmp_path, capsys):
+    _, _, masters = rgb_run
+    assert main(["combine", masters["R"], masters["G"], "-o", str(tmp_path)]) == 1
+    assert "the rgb palette takes 3 master files, got 2" in capsys.readouterr().err
+    assert main(["combine", "--run", str(tmp_path), "-o", str(tmp_path)]) == 1
+    assert "cannot read the run's manifest" in capsys.readouterr().err
+    box = "combine.colour_calibration.white_reference={method: region, box: [0, 0, 5, 5]}"
+    args = ["combine", masters["R"], masters["G"], masters["B"], "--set", box, "-o", str(tmp_path)]
+    assert main(args) == 1
+    assert "no signal above its surroundings" in capsys.readouterr().err
+
+
+def test_combine_command_on_a_run_folder(rgb_run, tmp_path):
+    _, manifest, _ = rgb_run
+    run_folder = Path(manifest["output"])
+    output = tmp_path / "again"
+    assert main(["combine", "--run", str(run_folder), "-o", str(output)]) == 0
+    np.testing.assert_array_equal(
+        read_image(output / "combined.fits"), read_image(manifest["combined"]["outputs"]["rgb"])
+    )
+
+
+def test_sample_command_writes_the_rgb_night(tmp_path):
+    assert main(["sample", "--rgb", str(tmp_path / "night"), "--seed", "3"]) == 0
+    filters = {fits.getheader(p)["FILTER"] for p in (tmp_path / "night").rglob("LIGHT/*.fits")}
+    assert filters == {"R", "G", "B"}
+    assert (tmp_path / "night" / "truth" / "truth.json").is_file()
