@@ -88,15 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     combine.add_argument("-L", "--luminance", type=Path, help="luminance master kept alongside")
     combine.add_argument("--palette", choices=("rgb", "sho", "hoo"), help="channel mapping")
-    combine.add_argument("-c", "--config", type=Path, help="YAML configuration file")
-    combine.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting (repeatable), e.g. combine.background.model.order=1",
-    )
+    _config_options(combine)
     combine.add_argument(
         "-o", "--output", type=Path, help="output folder (default: ./combined, or RUN/combined)"
     )
@@ -139,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _night_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("night", type=Path, help="folder with the night's raw FITS frames")
+    _config_options(parser)
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, help="YAML configuration file")
     parser.add_argument(
         "--set",
@@ -146,7 +142,7 @@ def _night_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one setting (repeatable)",
+        help="override one setting (repeatable), e.g. combine.background.model.order=1",
     )
 
 
