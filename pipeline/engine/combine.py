@@ -11,7 +11,7 @@ Outputs of a combination named ``NAME`` in a folder::
     NAME_background.fits    the background model of each channel (R, G, B[, L] planes)
     NAME_linked.png         linked STF preview (true colour balance)
     NAME_unlinked.png       unlinked STF preview (each channel stretched on its own)
-    NAME_stf.png            the two side by side, linked on the left
+    NAME_stf.png            the two side by side, linked on the left (binned to <= 4000 px wide)
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ __all__ = [
 
 _LETTER = {"red": "R", "green": "G", "blue": "B", "luminance": "L"}
 _GAP_PX = 8
+_SIDE_BY_SIDE_PX = 4000
 
 
 def read_channel_master(
@@ -270,7 +271,7 @@ def _write_previews(folder: Path, name: str, combined: stage.CombinedImage) -> d
     stretches = combined.stretches
     linked = _render(combined.rgb, stretches.linked, stretches.lo, stretches.hi)
     unlinked = _render(combined.rgb, stretches.unlinked, stretches.lo, stretches.hi)
-    gap = np.zeros((linked.shape[0], _GAP_PX, 3), dtype=np.uint8)
+    side = _binned(np.concatenate([linked, np.zeros_like(linked[:, :_GAP_PX]), unlinked], axis=1))
     paths = {
         "linked_preview": folder / f"{name}_linked.png",
         "unlinked_preview": folder / f"{name}_unlinked.png",
@@ -278,8 +279,18 @@ def _write_previews(folder: Path, name: str, combined: stage.CombinedImage) -> d
     }
     write_png(paths["linked_preview"], linked)
     write_png(paths["unlinked_preview"], unlinked)
-    write_png(paths["stf_preview"], np.concatenate([linked, gap, unlinked], axis=1))
+    write_png(paths["stf_preview"], side)
     return paths
+
+
+def _binned(pixels: np.ndarray) -> np.ndarray:
+    """The side-by-side preview binned (block mean) to at most ``_SIDE_BY_SIDE_PX`` wide."""
+    factor = -(-pixels.shape[1] // _SIDE_BY_SIDE_PX)
+    if factor == 1:
+        return pixels
+    rows, cols = pixels.shape[0] // factor, pixels.shape[1] // factor
+    blocks = pixels[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor, 3)
+    return np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
 
 
 def _render(rgb: np.ndarray, parameters: StretchParameters, lo: float, hi: float) -> np.ndarray:

@@ -956,12 +956,17 @@ def preview_master(store: Store, master: Record, config: PipelineConfig) -> Reco
     return cached(store, "preview", key, compute)
 
 
+_PNG_COMPRESSION = 1
+"""zlib level of the previews: 1 writes a 12 Mpx RGB preview ~8x faster than PIL's default 6
+for a file ~15 % larger (previews are looked at, not archived)."""
+
+
 def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write 8-bit pixels as PNG atomically."""
+    """Write 8-bit pixels as PNG atomically (fast zlib level; see ``_PNG_COMPRESSION``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        Image.fromarray(pixels).save(temporary, format="PNG")
+        Image.fromarray(pixels).save(temporary, format="PNG", compress_level=_PNG_COMPRESSION)
         temporary.replace(path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)

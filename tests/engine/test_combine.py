@@ -111,6 +111,8 @@ def test_run_combines_the_rgb_masters_into_a_registered_colour_image(rgb_run):
     for role, letter in (("green", "G"), ("blue", "B")):
         assert header[f"LFA_{letter}"] == pytest.approx(fit["fits"][role]["intercept"])
         assert header[f"LFB_{letter}"] == pytest.approx(fit["fits"][role]["slope"])
+    report = (Path(manifest["output"]) / "report.html").read_text()
+    assert "Colour combination" in report and "combined_stf.png" in report
     assert {Path(p).name for p in outputs.values()} >= {
         "combined_RGB.fits",
         "combined_background.fits",
