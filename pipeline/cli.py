@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         "masters",
         nargs="*",
         type=Path,
-        help="master FITS files in palette order: R G B (rgb), SII Ha OIII (sho), Ha OIII (hoo)",
+        help="master FITS files in palette order: R G B (rgb), SII Ha OIII (sho), Ha OIII "
+        "(hoo); or one colour master, whose planes are the channels",
     )
     combine.add_argument(
         "--run", type=Path, metavar="OUTPUT", help="combine the masters of this run's output folder"
@@ -332,26 +333,48 @@ _PALETTE_ROLES = {
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from pipeline.engine.combine import combine_files, run_master_paths
+    from pipeline.engine.combine import combine_masters
 
     overrides = list(args.overrides)
     if args.palette:
         overrides.append(f"combine.palette={{method: {args.palette}}}")
     config = load_config(args.config, overrides)
+    default_output = args.run / "combined" if args.run is not None else Path.cwd() / "combined"
+    masters = _masters_to_combine(args, config)
+    _print_combination(
+        combine_masters(masters, config, args.output or default_output, name=args.name)
+    )
+    return 0
+
+
+def _masters_to_combine(args: argparse.Namespace, config) -> dict:
+    """Role -> master: from a run folder, one colour master's planes, or files in order."""
+    from pipeline.engine.combine import colour_master_planes, read_masters, run_master_paths
+
     palette = config.combine.palette.method if config.combine else "rgb"
+    planes: dict = {}
     if args.run is not None:
         if args.masters:
             raise LinearLinkError("give either master files or --run, not both")
         paths = run_master_paths(args.run, config)
-        output = args.output or args.run / "combined"
+    elif len(args.masters) == 1 and palette == "rgb" and _planes(args.masters[0]) == 3:
+        paths, planes = {}, colour_master_planes(args.masters[0])
     else:
         paths = _positional_masters(args.masters, palette)
-        output = args.output or Path.cwd() / "combined"
     if args.luminance is not None:
         paths["luminance"] = args.luminance
-    record = combine_files(paths, config, output, name=args.name)
-    _print_combination(record)
-    return 0
+    return {**planes, **read_masters(paths, config)}
+
+
+def _planes(path: Path) -> int:
+    """Planes of a FITS image (NAXIS3), 1 for a mono image or an unreadable file."""
+    from astropy.io import fits
+
+    try:
+        header = fits.getheader(path)
+    except (OSError, ValueError):
+        return 1
+    return int(header.get("NAXIS3", 1)) if header.get("NAXIS", 0) == 3 else 1
 
 
 def _positional_masters(masters: list[Path], palette: str) -> dict[str, Path]:

@@ -508,7 +508,7 @@ class BackgroundExtractionConfig(_Section):
         default_factory=PolynomialBackground, description="Surface fitted to the samples."
     )
     grid: int = Field(16, ge=3, le=200, description="Samples along the longer image axis.")
-    box: int = Field(0, ge=0, description="Sample box side in pixels; 0: half the spacing.")
+    box: int = Field(0, ge=0, description="Sample box side in pixels; 0: the spacing (tiles).")
     rejection_sigma: float = Field(
         2.5, gt=0, description="Samples this many sigmas above the fit are rejected (nebulae)."
     )

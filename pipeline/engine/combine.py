@@ -34,10 +34,13 @@ from pipeline.stages import combine as stage
 from pipeline.stages import measure, register
 
 __all__ = [
+    "colour_master_planes",
     "combine_files",
+    "combine_masters",
     "combine_key",
     "combine_run_masters",
     "read_channel_master",
+    "read_masters",
     "run_master_paths",
     "stretch_from_header",
     "write_combination",
@@ -105,8 +108,14 @@ def combine_files(
     dict
         The JSON-ready record (``outputs`` paths and the ``result`` of every step).
     """
-    combine = config.combine or CombineConfig()
-    filters = stage.palette_filters(combine)
+    return combine_masters(read_masters(paths, config), config, outdir, name=name)
+
+
+def read_masters(
+    paths: Mapping[str, str | Path], config: PipelineConfig
+) -> dict[str, stage.ChannelMaster]:
+    """Role -> master read from role -> path (a file given for two roles is read once)."""
+    filters = stage.palette_filters(config.combine or CombineConfig())
     masters: dict[str, stage.ChannelMaster] = {}
     read: dict[str, stage.ChannelMaster] = {}
     for role, path in paths.items():
@@ -114,9 +123,51 @@ def combine_files(
         if key not in read:
             read[key] = read_channel_master(path, default_filter=filters.get(role))
         masters[role] = read[key]
+    return masters
+
+
+def combine_masters(
+    masters: Mapping[str, stage.ChannelMaster],
+    config: PipelineConfig,
+    outdir: str | Path,
+    *,
+    name: str = "combined",
+) -> dict[str, Any]:
+    """Combine loaded masters (role -> master) and write the outputs to ``outdir``."""
+    combine = config.combine or CombineConfig()
     combined = _combine(masters, combine, config)
     outputs = write_combination(Path(outdir), name, combined, masters, combine)
     return {"outputs": {k: str(v) for k, v in outputs.items()}, "result": summary(combined)}
+
+
+def colour_master_planes(path: str | Path) -> dict[str, stage.ChannelMaster]:
+    """The red, green and blue planes of a colour master (one-shot colour) as channels.
+
+    They share one pixel grid, so they are not registered onto each other; the combination
+    then does background extraction, LinearFit and colour calibration on them.
+
+    Raises
+    ------
+    FrameReadError
+        If the file cannot be read or is not a (3, H, W) image.
+    """
+    path = Path(path)
+    try:
+        image = read_image(path)
+    except (OSError, ValueError) as exc:
+        raise FrameReadError(f"{path}: cannot read the master ({exc})") from exc
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise FrameReadError(
+            f"{path}: has shape {image.shape}; a colour master has three planes (R, G, B); "
+            "give one mono master per channel instead"
+        )
+    grid = str(path.resolve())
+    return {
+        role: stage.ChannelMaster(
+            filter=letter, image=image[k], source=f"{path.name}[{letter}]", grid=grid
+        )
+        for k, (role, letter) in enumerate(zip(stage.COLOUR_ROLES, "RGB", strict=True))
+    }
 
 
 def combine_run_masters(
