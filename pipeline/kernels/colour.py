@@ -186,8 +186,17 @@ def region_white_factors(
     ring[
         y0 - max(0, y0 - pad) : y1 - max(0, y0 - pad), x0 - max(0, x0 - pad) : x1 - max(0, x0 - pad)
     ] = False
-    level = np.array([np.nanmedian(plane[ring]) for plane in outer])[:, None, None]
-    signal = np.nansum(array[:, y0:y1, x0:x1] - level, axis=(1, 2))
+    surroundings = outer[:, ring]
+    inside = array[:, y0:y1, x0:x1]
+    if not (
+        np.isfinite(surroundings).any(axis=1).all() and np.isfinite(inside).any(axis=(1, 2)).all()
+    ):
+        raise ValueError(
+            f"the white reference box {box} or its surroundings has no data (NaN) in some "
+            "channel; choose a box inside the area every channel covers"
+        )
+    level = np.nanmedian(surroundings, axis=1)[:, None, None]
+    signal = np.nansum(inside - level, axis=(1, 2))
     if not np.all(signal > 0):
         raise ValueError(
             f"the white reference box {box} has no signal above its surroundings in some "

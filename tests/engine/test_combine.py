@@ -24,11 +24,16 @@ from sample_data import generate_rgb_night, sky
 FILTERS = {"red": "R", "green": "G", "blue": "B"}
 
 
-@pytest.fixture(scope="module")
-def rgb_run(tmp_path_factory):
+@pytest.fixture(
+    scope="module",
+    params=[7, pytest.param(11, marks=pytest.mark.slow), pytest.param(23, marks=pytest.mark.slow)],
+    ids=lambda seed: f"seed{seed}",
+)
+def rgb_run(request, tmp_path_factory):
+    """The R, G, B sample night (640x480, 5 subs per filter) processed; other seeds in CI."""
     folder = tmp_path_factory.mktemp("rgb")
     truth = generate_rgb_night(
-        folder / "night", rng=np.random.default_rng(7), width=640, height=480
+        folder / "night", rng=np.random.default_rng(request.param), width=640, height=480
     )
     summary = Pipeline(load_config(None), folder / "out").run(folder / "night")
     assert summary.exit_code == 0, summary.manifest["problems"]
@@ -149,7 +154,7 @@ def test_colour_calibration_recovers_the_truth_star_colours_within_three_percent
     stars, truth_ratio = _truth_colours(truth, _grid_light(truth, manifest))
     # the white reference used: the stars of the WBSTARS table, matched to the truth
     used = fits.getdata(combined["outputs"]["rgb"], "WBSTARS")
-    assert len(used) >= 15 and combined["colour_calibration"]["stars"] == len(used)
+    assert len(used) >= 10 and combined["colour_calibration"]["stars"] == len(used)
     distance = np.hypot(used[:, :1] - stars["x"][None], used[:, 1:2] - stars["y"][None])
     matched = np.argmin(distance, axis=1)[np.min(distance, axis=1) < 1.5]
     assert len(matched) == len(used)
@@ -186,7 +191,7 @@ def test_background_extraction_leaves_under_a_fifth_of_a_percent_gradient(
         level = np.nanmedian(raw.rgb[k][free])
         before = _gradient(raw.rgb[k], free) / level
         after = _gradient(extracted.rgb[k], free) / level
-        assert before > 0.03, (k, before)
+        assert before > 0.02, (k, before)
         assert after < limit, (k, after, before)
         # the sky level is kept (the model's median is added back, or divided by)
         assert np.nanmedian(extracted.rgb[k][free]) == pytest.approx(level, rel=0.005)
@@ -359,7 +364,7 @@ def test_combine_command_explains_bad_input(rgb_run, tmp_path, capsys):
     assert "the rgb palette takes 3 master files, got 2" in capsys.readouterr().err
     assert main(["combine", "--run", str(tmp_path), "-o", str(tmp_path)]) == 1
     assert "cannot read the run's manifest" in capsys.readouterr().err
-    box = "combine.colour_calibration.white_reference={method: region, box: [0, 0, 5, 5]}"
+    box = "combine.colour_calibration.white_reference={method: region, box: [40, 40, 45, 45]}"
     args = ["combine", masters["R"], masters["G"], masters["B"], "--set", box, "-o", str(tmp_path)]
     assert main(args) == 1
     assert "no signal above its surroundings" in capsys.readouterr().err
@@ -380,3 +385,20 @@ def test_sample_command_writes_the_rgb_night(tmp_path):
     filters = {fits.getheader(p)["FILTER"] for p in (tmp_path / "night").rglob("LIGHT/*.fits")}
     assert filters == {"R", "G", "B"}
     assert (tmp_path / "night" / "truth" / "truth.json").is_file()
+
+
+def test_combine_command_on_one_colour_master(rgb_run, tmp_path):
+    """A one-shot-colour master's planes share a grid: calibrated in place, not resampled."""
+    _, manifest, masters = rgb_run
+    raw = _stage(masters, background=None, linear_fit=None, colour_calibration=None)
+    colour_master = tmp_path / "master_rgb.fits"
+    write_image(colour_master, raw.rgb)
+    assert main(["combine", str(colour_master), "-o", str(tmp_path), "--name", "osc"]) == 0
+    header = fits.getheader(tmp_path / "osc.fits")
+    assert [header[f"REGRMS_{c}"] for c in "RGB"] == [0.0, 0.0, 0.0]
+    assert header["SOURCE_R"] == "master_rgb.fits[R]"
+    calibrated = read_image(tmp_path / "osc.fits")
+    np.testing.assert_array_equal(np.isnan(calibrated), np.isnan(raw.rgb))
+    # the same data as the three mono masters: the same white balance
+    factors = manifest["combined"]["colour_calibration"]["factors"]
+    np.testing.assert_allclose([header[f"WBFAC_{c}"] for c in "RGB"], factors, rtol=0.01)

@@ -82,3 +82,10 @@ def test_channel_backgrounds_are_medians_of_the_masked_pixels():
     np.testing.assert_allclose(channel_backgrounds(image, mask), expected)
     with pytest.raises(ValueError, match="mask of one plane's shape"):
         channel_backgrounds(image, mask[:10])
+
+
+def test_region_white_factors_refuse_a_box_without_data():
+    image = np.full((3, 40, 50), np.nan, dtype=np.float32)
+    image[:, 20:, :] = 1.0
+    with pytest.raises(ValueError, match="has no data"):
+        region_white_factors(image, (0, 0, 5, 5))
