@@ -39,6 +39,7 @@ __all__ = [
     "combine_masters",
     "combine_key",
     "combine_run_masters",
+    "masters_for_palette",
     "read_channel_master",
     "read_masters",
     "run_master_paths",
@@ -180,7 +181,7 @@ def combine_run_masters(
     combine = config.combine
     if combine is None:
         return None
-    chosen = _masters_for_palette(masters, combine)
+    chosen = masters_for_palette(masters, combine)
     if chosen is None:
         return None
     key = combine_key({role: record["key"] for role, record in chosen.items()}, config)
@@ -223,7 +224,7 @@ def run_master_paths(run_folder: str | Path, config: PipelineConfig) -> dict[str
         for m in manifest.get("masters", [])
     ]
     combine = config.combine or CombineConfig()
-    chosen = _masters_for_palette(entries, combine)
+    chosen = masters_for_palette(entries, combine)
     if chosen is None:
         available = sorted({f for f, _ in entries}) or ["none"]
         wanted = sorted(set(stage.palette_filters(combine).values()))
@@ -235,7 +236,7 @@ def run_master_paths(run_folder: str | Path, config: PipelineConfig) -> dict[str
     return {role: Path(record["path"]) for role, record in chosen.items()}
 
 
-def _masters_for_palette(
+def masters_for_palette(
     masters: list[tuple[str, dict[str, Any]]], combine: CombineConfig
 ) -> dict[str, dict[str, Any]] | None:
     """Role -> integrate record, the deepest master of each filter; None if one is missing."""

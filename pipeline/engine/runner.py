@@ -808,10 +808,29 @@ class _CachePlanner:
 
     def run(self) -> None:
         self.wiring.all_masters()
-        for light_plan in self.plan.lights:
-            self.light_group(light_plan, self.wiring.light(light_plan))
+        masters = [
+            (self.plan.group(lp.light_group).filter, self.light_group(lp, self.wiring.light(lp)))
+            for lp in self.plan.lights
+        ]
+        self._combination(masters)
 
-    def light_group(self, light_plan: LightPlan, calibration: tasks.LightCalibration) -> None:
+    def _combination(self, masters: list[tuple[str | None, Record | None]]) -> None:
+        """The colour combination's cache status (unknown while a master's key is unknown)."""
+        if self.config.combine is None:
+            return
+        known = [(name, record) for name, record in masters if record is not None]
+        chosen = combination.masters_for_palette(known, self.config.combine)
+        if chosen is None:
+            if len(known) < len(masters):
+                self.status["combine"]["unknown"] += 1
+            return
+        keys_by_role = {role: record["key"] for role, record in chosen.items()}
+        self._mark("combine", combination.combine_key(keys_by_role, self.config))
+
+    def light_group(
+        self, light_plan: LightPlan, calibration: tasks.LightCalibration
+    ) -> Record | None:
+        """Mark the group's stages; its master's key and size when they are known."""
         group = self.plan.group(light_plan.light_group)
         measured = []
         for frame in group.frames:
@@ -821,14 +840,14 @@ class _CachePlanner:
                 self.store.lookup("measure", meas_key) if self._mark("measure", meas_key) else None
             )
             measured.append((frame, meas_key, record))
-        self._downstream(group, measured)
+        return self._downstream(group, measured)
 
-    def _downstream(self, group: FrameGroup, measured: list) -> None:
+    def _downstream(self, group: FrameGroup, measured: list) -> Record | None:
         if any(record is None for _, _, record in measured):
             self.status["register"]["unknown"] += len(measured)
             self.status["integrate"]["unknown"] += 1
             self.status["preview"]["unknown"] += 1
-            return
+            return None
         lights = [{"frame": f.path, "measure": r} for f, _, r in measured]
         selection = select_subs(lights, self.config)
         reference_key = selection["reference"]["measure"]["key"]
@@ -842,6 +861,7 @@ class _CachePlanner:
         integration = tasks.integration_key(group.group_id, register_keys, self.config)
         self._mark("integrate", integration)
         self._mark("preview", tasks.preview_key(integration, self.config))
+        return {"key": integration, "result": {"ncombine": len(register_keys)}}
 
 
 _KIND = {

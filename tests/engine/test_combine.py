@@ -402,3 +402,14 @@ def test_combine_command_on_one_colour_master(rgb_run, tmp_path):
     # the same data as the three mono masters: the same white balance
     factors = manifest["combined"]["colour_calibration"]["factors"]
     np.testing.assert_allclose([header[f"WBFAC_{c}"] for c in "RGB"], factors, rtol=0.01)
+
+
+def test_plan_knows_whether_the_combination_is_cached(rgb_run):
+    truth, manifest, _ = rgb_run
+    output = Path(manifest["output"])
+    cached = Pipeline(load_config(None), output).plan(truth.root)["cache"]["combine"]
+    assert cached == {"cached": 1, "to_compute": 0, "unknown": 0}
+    edited = load_config(None, ["combine.background.model.order=1"])
+    status = Pipeline(edited, output).plan(truth.root)["cache"]
+    assert status["combine"] == {"cached": 0, "to_compute": 1, "unknown": 0}
+    assert status["integrate"]["cached"] == 3  # only the combination is redone
