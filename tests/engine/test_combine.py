@@ -298,6 +298,14 @@ def test_combine_command_on_three_real_masters_without_a_run_folder(real_data, t
         assert main(["run", str(night), "-o", str(tmp_path / f"out_{half}")]) == 0
         manifest = json.loads((tmp_path / f"out_{half}" / "run.json").read_text())
         planes[half] = read_image(manifest["masters"][0]["path"])
+        previews = manifest["masters"][0]["preview"]
+    # the colour master itself: its linked preview shows the camera's green cast...
+    cast = np.median(_png(previews).reshape(-1, 3), axis=0)
+    assert cast[1] - max(cast[0], cast[2]) > 50
+    # ...which neutralization and the stellar white balance remove (planes kept in place)
+    assert main(["combine", manifest["masters"][0]["path"], "-o", str(tmp_path / "osc")]) == 0
+    neutral = np.median(_png(tmp_path / "osc" / "combined_linked.png").reshape(-1, 3), axis=0)
+    assert np.ptp(neutral) <= 2
     files = []
     for letter, (half, index) in zip("RGB", (("a", 0), ("b", 1), ("a", 2)), strict=True):
         path = tmp_path / "masters" / f"master_{letter}.fits"
