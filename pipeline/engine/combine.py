@@ -26,6 +26,8 @@ import numpy as np
 from astropy.io import fits
 
 from pipeline.config.models import CombineConfig, PipelineConfig
+from pipeline.engine import tasks
+from pipeline.engine.store import Store
 from pipeline.errors import CombineError, FrameReadError
 from pipeline.io.fits import read_image, write_image
 from pipeline.kernels.stretch import StretchParameters, apply_stretch
@@ -172,7 +174,7 @@ def colour_master_planes(path: str | Path) -> dict[str, stage.ChannelMaster]:
 
 
 def combine_run_masters(
-    store: Any, masters: list[tuple[str, dict[str, Any]]], config: PipelineConfig, cached: Any
+    store: Store, masters: list[tuple[str, dict[str, Any]]], config: PipelineConfig
 ) -> dict[str, Any] | None:
     """Combine a run's masters (``(filter, integrate record)`` pairs), cached in ``store``.
 
@@ -184,7 +186,7 @@ def combine_run_masters(
     chosen = masters_for_palette(masters, combine)
     if chosen is None:
         return None
-    key = combine_key({role: record["key"] for role, record in chosen.items()}, config)
+    key = combine_key({role: record["key"] for role, (_, record) in chosen.items()}, config)
 
     def compute() -> tuple[dict, dict]:
         loaded = {
@@ -193,14 +195,14 @@ def combine_run_masters(
                 image=read_image(store.absolute(record["outputs"]["master"])),
                 source=Path(record["outputs"]["master"]).name,
             )
-            for role, (filter_name, record) in _with_filters(chosen, masters).items()
+            for role, (filter_name, record) in chosen.items()
         }
         combined = _combine(loaded, combine, config)
         folder = store.work / "combine"
         written = write_combination(folder, f"combined.{key[:16]}", combined, loaded, combine)
         return {k: store.relative(v) for k, v in written.items()}, summary(combined)
 
-    return cached(store, "combine", key, compute)
+    return tasks.cached(store, "combine", key, compute)
 
 
 def run_master_paths(run_folder: str | Path, config: PipelineConfig) -> dict[str, Path]:
@@ -233,17 +235,21 @@ def run_master_paths(run_folder: str | Path, config: PipelineConfig) -> dict[str
             f"{combine.palette.method} palette needs {', '.join(wanted)}; set "
             "combine.palette to the filter names of the run"
         )
-    return {role: Path(record["path"]) for role, record in chosen.items()}
+    return {role: Path(record["path"]) for role, (_, record) in chosen.items()}
 
 
 def masters_for_palette(
     masters: list[tuple[str, dict[str, Any]]], combine: CombineConfig
-) -> dict[str, dict[str, Any]] | None:
-    """Role -> integrate record, the deepest master of each filter; None if one is missing."""
-    chosen: dict[str, dict[str, Any]] = {}
+) -> dict[str, tuple[str, dict[str, Any]]] | None:
+    """Role -> (filter, record) of the deepest master of each palette filter.
+
+    ``masters`` are ``(filter, record)`` pairs, records with ``result.ncombine``. None when a
+    colour filter has no master (the luminance is optional).
+    """
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {}
     for role, wanted in stage.palette_filters(combine).items():
         candidates = [
-            record
+            (filter_name, record)
             for filter_name, record in masters
             if filter_name and filter_name.casefold() == wanted.casefold()
         ]
@@ -251,15 +257,8 @@ def masters_for_palette(
             if role == "luminance":
                 continue
             return None
-        chosen[role] = max(candidates, key=lambda r: r["result"].get("ncombine", 0))
+        chosen[role] = max(candidates, key=lambda pair: pair[1]["result"].get("ncombine", 0))
     return chosen
-
-
-def _with_filters(
-    chosen: dict[str, dict[str, Any]], masters: list[tuple[str, dict[str, Any]]]
-) -> dict[str, tuple[str, dict[str, Any]]]:
-    names = {id(record): filter_name for filter_name, record in masters}
-    return {role: (names[id(record)], record) for role, record in chosen.items()}
 
 
 def _combine(
@@ -318,8 +317,6 @@ def write_combination(
 
 
 def _write_previews(folder: Path, name: str, combined: stage.CombinedImage) -> dict[str, Path]:
-    from pipeline.engine.tasks import write_png  # the engine's atomic PNG writer
-
     stretches = combined.stretches
     linked = _render(combined.rgb, stretches.linked, stretches.lo, stretches.hi)
     unlinked = _render(combined.rgb, stretches.unlinked, stretches.lo, stretches.hi)
@@ -329,9 +326,9 @@ def _write_previews(folder: Path, name: str, combined: stage.CombinedImage) -> d
         "unlinked_preview": folder / f"{name}_unlinked.png",
         "stf_preview": folder / f"{name}_stf.png",
     }
-    write_png(paths["linked_preview"], linked)
-    write_png(paths["unlinked_preview"], unlinked)
-    write_png(paths["stf_preview"], side)
+    tasks.write_png(paths["linked_preview"], linked)
+    tasks.write_png(paths["unlinked_preview"], unlinked)
+    tasks.write_png(paths["stf_preview"], side)
     return paths
 
 

@@ -540,7 +540,7 @@ def _combine_or_fail(store, masters: list, config) -> Record | None:
     """The colour combination of the run's masters; None when the palette is incomplete."""
     available = [(name, record) for name, record in masters if "failed" not in record]
     try:
-        return combination.combine_run_masters(store, available, config, tasks.cached)
+        return combination.combine_run_masters(store, available, config)
     except DiskFullError:
         raise  # a full disk stops the night
     except Exception as exc:  # the masters are written; a failed combination is a problem only
@@ -824,7 +824,7 @@ class _CachePlanner:
             if len(known) < len(masters):
                 self.status["combine"]["unknown"] += 1
             return
-        keys_by_role = {role: record["key"] for role, record in chosen.items()}
+        keys_by_role = {role: record["key"] for role, (_, record) in chosen.items()}
         self._mark("combine", combination.combine_key(keys_by_role, self.config))
 
     def light_group(

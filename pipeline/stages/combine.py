@@ -9,7 +9,7 @@ unlinked screen stretches (STF) of the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,7 +221,8 @@ def combine_channels(
     fits: dict[str, LinearFitResult] = {}
     fit_reference = None
     if config.linear_fit is not None:
-        planes, fits, fit_reference = _linear_fit(planes, star_mask, config.linear_fit)
+        latest = list(levels.values())[-1]
+        planes, fits, fit_reference = _linear_fit(planes, star_mask, config.linear_fit, latest)
         levels["linear_fit"] = _levels(planes, star_mask)
     rgb = np.stack([planes[role] for role in COLOUR_ROLES]).astype(np.float32, copy=False)
     colour = None
@@ -292,16 +293,17 @@ def _registered(
 
 
 def _common_coverage(aligned: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float32 copies with NaN wherever any channel has no data."""
+    """Float32 copies with NaN wherever any channel has no data (a plane given for two roles,
+    as OIII for green and blue in HOO, stays one array, so later steps do it once)."""
     missing = np.zeros(next(iter(aligned.values())).shape, dtype=bool)
     for plane in aligned.values():
         missing |= ~np.isfinite(plane)
-    out = {}
-    for role, plane in aligned.items():
-        copy = np.array(plane, dtype=np.float32)
-        copy[missing] = np.nan
-        out[role] = copy
-    return out
+    copies: dict[int, np.ndarray] = {}
+    for plane in aligned.values():
+        if id(plane) not in copies:
+            copies[id(plane)] = np.array(plane, dtype=np.float32)
+            copies[id(plane)][missing] = np.nan
+    return {role: copies[id(plane)] for role, plane in aligned.items()}
 
 
 def _star_mask(planes: Mapping[str, np.ndarray]) -> NDArray[np.bool_]:
@@ -381,32 +383,43 @@ def _tile(shape: tuple[int, ...], grid: int) -> int:
 
 # --------------------------------------------------------------------------- LinearFit
 def _linear_fit(
-    planes: dict[str, np.ndarray], star_mask: np.ndarray, config: LinearFitConfig
+    planes: dict[str, np.ndarray],
+    star_mask: np.ndarray,
+    config: LinearFitConfig,
+    levels: tuple[float, ...],
 ) -> tuple[dict[str, np.ndarray], dict[str, LinearFitResult], str]:
-    """Each colour channel fitted onto the reference channel (luminance untouched)."""
+    """Each colour channel fitted onto the reference channel (luminance untouched).
+
+    ``levels`` are the current star-free backgrounds of red, green and blue (``auto`` takes
+    the brightest as reference).
+    """
     if config.reference == "auto":
-        levels = _levels(planes, star_mask)
         reference = COLOUR_ROLES[int(np.argmax(levels))]
     else:
         reference = config.reference
-    fitted = dict(planes)
-    fits: dict[str, LinearFitResult] = {}
     target = planes[reference]
+    done: dict[int, tuple[np.ndarray, LinearFitResult]] = {
+        id(target): (target, LinearFitResult(0.0, 1.0, 0, 0.0))
+    }
     for role in COLOUR_ROLES:
-        if role == reference or planes[role] is target:
-            fits[role] = LinearFitResult(0.0, 1.0, 0, 0.0)
+        plane = planes[role]
+        if id(plane) in done:
             continue
         try:
-            fits[role] = linear_fit(
+            fit = linear_fit(
                 target,
-                planes[role],
+                plane,
                 mask=star_mask,
                 reject_low=config.reject_low,
                 reject_high=config.reject_high,
             )
         except ValueError as exc:
             raise ValueError(f"LinearFit of the {role} channel onto {reference}: {exc}") from exc
-        fitted[role] = np.asarray(apply_linear_fit(planes[role], fits[role]), dtype=np.float32)
+        done[id(plane)] = (np.asarray(apply_linear_fit(plane, fit), dtype=np.float32), fit)
+    fitted = dict(planes)
+    fits: dict[str, LinearFitResult] = {}
+    for role in COLOUR_ROLES:
+        fitted[role], fits[role] = done[id(planes[role])]
     return fitted, fits, reference
 
 
@@ -556,9 +569,3 @@ def _stretches(rgb: np.ndarray, preview: PreviewConfig) -> Stretches:
         lo=lo,
         hi=hi,
     )
-
-
-def channel_sources(masters: Mapping[str, ChannelMaster]) -> Sequence[tuple[str, str, str]]:
-    """(role, filter, source) of each master, in role order, for the records."""
-    order = (*COLOUR_ROLES, "luminance")
-    return [(r, masters[r].filter, masters[r].source) for r in order if r in masters]
