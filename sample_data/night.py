@@ -7,7 +7,9 @@ darks and bias taken with MaxIm DL after the session. See :func:`generate_night`
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ from sample_data.sensor import (
     read_out,
 )
 from sample_data.truth import (
+    SATURATION_ADU,
     CalibrationFrameTruth,
     FilterTruth,
     LightTruth,
@@ -70,6 +73,11 @@ STARS_IN_FRAME = 250
 STAR_PEAK_LIMIT_ADU = 30000.0
 STAR_DYNAMIC_RANGE = 800.0
 STAR_COUNT_SLOPE = 0.7
+FWHM_RANGE = (0.9, 1.1)
+MAX_ECCENTRICITY = 0.95
+PSF_ANGLE_JITTER_DEG = 3.0
+PSF_WING_ADU = 0.5
+COSMIC_RAY_COUNT = 15.0
 DITHER_PX, DITHER_DEG, FLIP_SHIFT_PX = 15.0, 0.3, 20.0
 N_BIAS, N_DARKS, N_FLATS = 12, 8, 8
 DARK_EXPOSURES = (60.0, 300.0)
@@ -124,6 +132,24 @@ class _LightPlan:
     gradient: GradientMode = "fixed"
     gradient_amplitude: float = 0.02
     transients: bool = True
+    psf: _PsfPlan | None = None
+    cosmic_ray_count: float = COSMIC_RAY_COUNT
+
+
+@dataclass(frozen=True)
+class _PsfPlan:
+    """Seeing and optics of the night: FWHM per sub, and the PSF's elongation."""
+
+    fwhm: float = FWHM
+    fwhm_range: tuple[float, float] = FWHM_RANGE
+    eccentricity: float = 0.0
+    eccentricity_spread: float = 0.0
+    angle: float = 0.0  # night-wide position angle of the major axis (sensor, radians)
+
+    @property
+    def elliptical(self) -> bool:
+        """Whether the subs get an eccentricity (and angle) drawn at all."""
+        return self.eccentricity > 0.0 or self.eccentricity_spread > 0.0
 
 
 def generate_night(
@@ -138,8 +164,23 @@ def generate_night(
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
     transients: bool = True,
+    filters: Sequence[str | FilterTruth] = ("L", "Ha"),
+    fwhm: float = FWHM,
+    fwhm_range: tuple[float, float] = FWHM_RANGE,
+    eccentricity: float = 0.0,
+    eccentricity_spread: float = 0.0,
+    star_peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
+    star_dynamic_range: float = STAR_DYNAMIC_RANGE,
+    n_bias: int = N_BIAS,
+    n_darks: int = N_DARKS,
+    n_flats: int = N_FLATS,
+    dark_exposures: Sequence[float] = DARK_EXPOSURES,
+    cosmic_ray_count: float = COSMIC_RAY_COUNT,
 ) -> NightTruth:
     """Write a synthetic raw night and its ground truth to ``outdir``.
+
+    Every option at its default gives the same night, bit for bit, as before the option
+    existed (no extra random number is drawn).
 
     Parameters
     ----------
@@ -175,6 +216,42 @@ def generate_night(
         generator (see :func:`write_frames`), so no other random number changes.
         Comparing the masters of a night and its twin isolates what the transients
         left behind.
+    filters : sequence of str or FilterTruth
+        Filters shot, in order: names from :data:`FILTERS` (``"L"``, ``"Ha"``) or
+        :class:`FilterTruth` objects (e.g. L with another exposure). The cloudy, blurred
+        and trail subs are L subs; a night without an ``"L"`` filter has none.
+    fwhm : float
+        Median seeing (pixels). Sub ``k`` gets ``fwhm * U(*fwhm_range)`` (x 2.5 for the
+        blurred sub). For an elliptical PSF this is the geometric mean
+        ``sqrt(fwhm_major * fwhm_minor)`` of the axis FWHMs, as recorded in
+        :attr:`LightTruth.fwhm`.
+    fwhm_range : tuple of float
+        ``(lo, hi)`` factors around ``fwhm``, ``0 < lo <= hi``.
+    eccentricity, eccentricity_spread : float
+        Optics that elongate every star: each sub draws ``e ~ N(eccentricity,
+        eccentricity_spread)`` clipped to ``[0, 0.95]``, with
+        ``e = sqrt(1 - (fwhm_minor / fwhm_major) ** 2)``, and a major-axis position angle
+        fixed on the sensor for the night (drawn once, uniform) +/- a 3-degree jitter per
+        sub (recorded as ``LightTruth.eccentricity`` and ``psf_angle``). Both 0
+        (default): round stars, nothing drawn.
+    star_peak_limit_adu : float
+        Analytic peak (ADU, above the sky) of the brightest possible star in the
+        sharpest possible sub (``fwhm * lo``), at transmission 1, in the filter with the
+        most star light. The default keeps every star well below the 16-bit ceiling;
+        values above it (e.g. ``2e6``) make the bright end saturate: such pixels clip at
+        65535 in the raw files, ``NightTruth.saturation_adu`` records the level, the
+        light headers carry ``SATURATE``, and stars are rendered on stamps grown until
+        their wings fall below 0.5 ADU (``NightTruth.psf_wing_adu``) so a saturated star
+        has no square cut-off.
+    star_dynamic_range : float
+        Brightest over faintest possible star flux (at least 1); the counts follow
+        ``N(>F) ~ F**-0.7`` between the two.
+    n_bias, n_darks, n_flats : int
+        Bias frames; darks per dark exposure; flats per filter.
+    dark_exposures : sequence of float
+        Dark exposures (s), shot in this order after the lights.
+    cosmic_ray_count : float
+        Poisson mean of the cosmic-ray hits per light.
 
     Returns
     -------
@@ -184,8 +261,9 @@ def generate_night(
     Raises
     ------
     ValueError
-        If the sensor is too small, there are too few lights for the special subs, or the
-        gradient settings are unknown or out of range.
+        If the sensor is too small, there are too few lights for the special subs, the
+        gradient settings are unknown or out of range, or any other option is out of
+        range (every such problem is listed in one message).
     """
     _validate(width, height, n_lights_per_filter)
     root = Path(outdir)
@@ -201,6 +279,18 @@ def generate_night(
         gradient=gradient,
         gradient_amplitude=gradient_amplitude,
         transients=transients,
+        filters=filters,
+        fwhm=fwhm,
+        fwhm_range=fwhm_range,
+        eccentricity=eccentricity,
+        eccentricity_spread=eccentricity_spread,
+        star_peak_limit_adu=star_peak_limit_adu,
+        star_dynamic_range=star_dynamic_range,
+        n_bias=n_bias,
+        n_darks=n_darks,
+        n_flats=n_flats,
+        dark_exposures=dark_exposures,
+        cosmic_ray_count=cosmic_ray_count,
     )
     write_frames(truth, generator)
     truth.save(root)
@@ -230,6 +320,61 @@ def _validate_gradient(gradient: str, amplitude: float) -> None:
         )
 
 
+def _resolve_filters(filters: Sequence[str | FilterTruth]) -> tuple[FilterTruth, ...]:
+    """Filter names (looked up in :data:`FILTERS`) or filter truths, as filter truths."""
+    known = {f.name: f for f in FILTERS}
+    chosen: list[FilterTruth] = []
+    for item in filters:
+        if isinstance(item, FilterTruth):
+            chosen.append(item)
+        elif item in known:
+            chosen.append(known[item])
+        else:
+            allowed = ", ".join(repr(name) for name in known)
+            raise ValueError(f"unknown filter {item!r}: use one of {allowed} or pass a FilterTruth")
+    names = [f.name for f in chosen]
+    if not chosen or len(set(names)) != len(names):
+        raise ValueError(f"filters must be one or more distinct filters, got {names}")
+    return tuple(chosen)
+
+
+def _validate_options(
+    *,
+    fwhm: float,
+    fwhm_range: tuple[float, float],
+    eccentricity: float,
+    eccentricity_spread: float,
+    star_peak_limit_adu: float,
+    star_dynamic_range: float,
+    counts: dict[str, int],
+    dark_exposures: Sequence[float],
+    cosmic_ray_count: float,
+) -> None:
+    """Reject out-of-range seeing, optics, star and calibration options, all at once."""
+    problems = []
+    if not (math.isfinite(fwhm) and fwhm > 0.0):
+        problems.append(f"fwhm must be a positive number of pixels, got {fwhm!r}")
+    if len(fwhm_range) != 2 or not 0.0 < fwhm_range[0] <= fwhm_range[1] < math.inf:
+        problems.append(f"fwhm_range must be (lo, hi) with 0 < lo <= hi, got {fwhm_range!r}")
+    if not 0.0 <= eccentricity <= MAX_ECCENTRICITY:
+        problems.append(f"eccentricity must be in [0, {MAX_ECCENTRICITY}], got {eccentricity!r}")
+    if not (math.isfinite(eccentricity_spread) and eccentricity_spread >= 0.0):
+        problems.append(f"eccentricity_spread must be >= 0, got {eccentricity_spread!r}")
+    if not (math.isfinite(star_peak_limit_adu) and star_peak_limit_adu > 0.0):
+        problems.append(f"star_peak_limit_adu must be positive, got {star_peak_limit_adu!r}")
+    if not (math.isfinite(star_dynamic_range) and star_dynamic_range >= 1.0):
+        problems.append(f"star_dynamic_range must be at least 1, got {star_dynamic_range!r}")
+    for name, value in counts.items():
+        if int(value) != value or value < 0:
+            problems.append(f"{name} must be a whole number >= 0, got {value!r}")
+    if any(not (math.isfinite(e) and e > 0.0) for e in dark_exposures):
+        problems.append(f"dark_exposures must be positive seconds, got {tuple(dark_exposures)}")
+    if not (math.isfinite(cosmic_ray_count) and cosmic_ray_count >= 0.0):
+        problems.append(f"cosmic_ray_count must be >= 0, got {cosmic_ray_count!r}")
+    if problems:
+        raise ValueError("invalid night options: " + "; ".join(problems))
+
+
 def draw_truth(
     rng: np.random.Generator,
     width: int,
@@ -242,6 +387,18 @@ def draw_truth(
     gradient: GradientMode = "fixed",
     gradient_amplitude: float = 0.02,
     transients: bool = True,
+    filters: Sequence[str | FilterTruth] = ("L", "Ha"),
+    fwhm: float = FWHM,
+    fwhm_range: tuple[float, float] = FWHM_RANGE,
+    eccentricity: float = 0.0,
+    eccentricity_spread: float = 0.0,
+    star_peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
+    star_dynamic_range: float = STAR_DYNAMIC_RANGE,
+    n_bias: int = N_BIAS,
+    n_darks: int = N_DARKS,
+    n_flats: int = N_FLATS,
+    dark_exposures: Sequence[float] = DARK_EXPOSURES,
+    cosmic_ray_count: float = COSMIC_RAY_COUNT,
 ) -> NightTruth:
     """Draw every random parameter of the night (no pixels rendered, nothing written).
 
@@ -267,6 +424,12 @@ def draw_truth(
         With False, the satellite trail and the cosmic rays are drawn (so every other
         random number is the same) but left out of the lights (``trail`` None,
         ``cosmic_rays`` empty).
+    filters, fwhm, fwhm_range, eccentricity, eccentricity_spread : optional
+        Filters shot and the seeing and optics (see :func:`generate_night`).
+    star_peak_limit_adu, star_dynamic_range : float
+        Brightest star's peak and the flux range of the stars (see :func:`generate_night`).
+    n_bias, n_darks, n_flats, dark_exposures, cosmic_ray_count : optional
+        Calibration counts, dark exposures and cosmic rays (see :func:`generate_night`).
 
     Returns
     -------
@@ -276,17 +439,46 @@ def draw_truth(
     Raises
     ------
     ValueError
-        If the gradient settings are unknown or out of range.
+        If the gradient settings are unknown or out of range, or any other option is out
+        of range (all such problems in one message).
     """
     _validate_gradient(gradient, gradient_amplitude)
+    chosen = _resolve_filters(filters)
+    _validate_options(
+        fwhm=fwhm,
+        fwhm_range=fwhm_range,
+        eccentricity=eccentricity,
+        eccentricity_spread=eccentricity_spread,
+        star_peak_limit_adu=star_peak_limit_adu,
+        star_dynamic_range=star_dynamic_range,
+        counts={"n_bias": n_bias, "n_darks": n_darks, "n_flats": n_flats},
+        dark_exposures=dark_exposures,
+        cosmic_ray_count=cosmic_ray_count,
+    )
+    psf = _PsfPlan(
+        float(fwhm),
+        (float(fwhm_range[0]), float(fwhm_range[1])),
+        float(eccentricity),
+        float(eccentricity_spread),
+    )
+    saturating = star_peak_limit_adu != STAR_PEAK_LIMIT_ADU
     shape = (height, width)
     sensor = SensorModel()
     bias = bias_frame_model(rng, shape, sensor)
     hot = draw_hot_pixels(rng, shape, sensor)
-    responses = _draw_flat_responses(rng, shape)
-    stars = _draw_stars(rng, width, height, stars_in_frame)
+    responses = _draw_flat_responses(rng, shape, chosen)
+    per_flux = _peak_adu_per_flux(chosen, sharpest=psf.fwhm * psf.fwhm_range[0])
+    stars = _draw_stars(
+        rng,
+        width,
+        height,
+        stars_in_frame,
+        peak_adu_per_flux=per_flux,
+        peak_limit_adu=star_peak_limit_adu,
+        dynamic_range=star_dynamic_range,
+    )
     nebula = _draw_nebula(rng, width, height)
-    flats = _schedule_flats(rng)
+    flats = _schedule_flats(rng, chosen, n_flats)
     lights, clock = _draw_lights(
         rng,
         shape,
@@ -294,14 +486,21 @@ def draw_truth(
         gradient=gradient,
         gradient_amplitude=gradient_amplitude,
         transients=transients,
+        filters=chosen,
+        psf=psf,
+        cosmic_ray_count=cosmic_ray_count,
     )
-    darks, biases = _schedule_darks_and_bias(rng, clock)
+    darks, biases = _schedule_darks_and_bias(
+        rng, clock, tuple(float(e) for e in dark_exposures), n_darks=n_darks, n_bias=n_bias
+    )
     return _assemble_truth(
         GENERATOR_VERSION,
         seed,
         root,
         sensor,
-        FILTERS,
+        chosen,
+        psf_wing_adu=PSF_WING_ADU if saturating else None,
+        saturation_adu=SATURATION_ADU if saturating else None,
         nebula=nebula,
         light_frames=lights,
         bias_frames=biases,
@@ -390,12 +589,14 @@ def _draw_stars(
     stars_in_frame: int = STARS_IN_FRAME,
     *,
     peak_adu_per_flux: float | None = None,
+    peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
+    dynamic_range: float = STAR_DYNAMIC_RANGE,
 ) -> NDArray[np.float64]:
     """Stars on a sky disc that covers every dithered/flipped/rotated sub.
 
     Returns an ``(n, 3)`` array: sky ``x, y`` and L-band flux (e-/s), a truncated
-    power law ``N(>F) ~ F**-0.7`` whose brightest possible star peaks at
-    ``STAR_PEAK_LIMIT_ADU`` in the least favourable sub (sharpest seeing).
+    power law ``N(>F) ~ F**-0.7`` over ``dynamic_range`` whose brightest possible star
+    peaks at ``peak_limit_adu`` in the least favourable sub (sharpest seeing).
     ``peak_adu_per_flux`` (Moffat peak in ADU per e-/s of flux in that sub) defaults
     to :func:`_peak_adu_per_flux` of the L/Ha filters.
     """
@@ -405,22 +606,25 @@ def _draw_stars(
     r = radius * np.sqrt(rng.uniform(0.0, 1.0, n))
     theta = rng.uniform(0.0, 2 * math.pi, n)
     per_flux = _peak_adu_per_flux() if peak_adu_per_flux is None else peak_adu_per_flux
-    f_max = STAR_PEAK_LIMIT_ADU / per_flux
-    f_min = f_max / STAR_DYNAMIC_RANGE
+    f_max = peak_limit_adu / per_flux
+    f_min = f_max / dynamic_range
     tail = 1.0 - (f_min / f_max) ** STAR_COUNT_SLOPE
     flux = f_min * (1.0 - rng.uniform(0.0, 1.0, n) * tail) ** (-1.0 / STAR_COUNT_SLOPE)
     return np.column_stack([cx + r * np.cos(theta), cy + r * np.sin(theta), flux])
 
 
 def _peak_adu_per_flux(
-    filters: tuple[FilterTruth, ...] = FILTERS, colour: dict[str, float] | None = None
+    filters: tuple[FilterTruth, ...] = FILTERS,
+    colour: dict[str, float] | None = None,
+    *,
+    sharpest: float = FWHM * FWHM_RANGE[0],
 ) -> float:
     """Largest Moffat peak (ADU) per e-/s of tabulated flux over ``filters``.
 
-    In the sharpest seeing, at transmission 1 and before the flat response; ``colour``
-    (filter name -> the star's colour factor, 1 where missing) scales each filter.
+    In the sharpest seeing (FWHM ``sharpest``), at transmission 1 and before the flat
+    response; ``colour`` (filter name -> the star's colour factor, 1 where missing)
+    scales each filter.
     """
-    sharpest = FWHM * 0.9
     factor = colour or {}
     per_flux = [
         f.star_throughput * f.exposure / SensorModel().gain * factor.get(f.name, 1.0)
@@ -453,13 +657,13 @@ def _ccd_temp(rng: np.random.Generator) -> float:
 
 
 def _schedule_flats(
-    rng: np.random.Generator, filters: tuple[FilterTruth, ...] = FILTERS
+    rng: np.random.Generator, filters: tuple[FilterTruth, ...] = FILTERS, n_flats: int = N_FLATS
 ) -> tuple[CalibrationFrameTruth, ...]:
     """Dusk flats (SGP), filter by filter: all L, then all Ha by default."""
     clock = _Clock(FLATS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
     frames = []
     for filt in filters:
-        for k in range(N_FLATS):
+        for k in range(n_flats):
             frames.append(
                 CalibrationFrameTruth(
                     path=f"Flats/{filt.name}/Flat_{filt.name}_{k + 1:04d}.fits",
@@ -479,12 +683,15 @@ def _schedule_darks_and_bias(
     rng: np.random.Generator,
     clock: _Clock,
     exposures: tuple[float, ...] = DARK_EXPOSURES,
+    *,
+    n_darks: int = N_DARKS,
+    n_bias: int = N_BIAS,
 ) -> tuple[tuple[CalibrationFrameTruth, ...], tuple[CalibrationFrameTruth, ...]]:
     """Darks (60 s, then 300 s by default) and bias with the cover on, after the lights."""
     clock.advance(rng.uniform(900.0, 1200.0))
     darks = []
     for exposure in exposures:
-        for k in range(N_DARKS):
+        for k in range(n_darks):
             darks.append(
                 CalibrationFrameTruth(
                     path=f"Darks/Dark_{exposure:.0f}s_{k + 1:04d}.fit",
@@ -496,7 +703,7 @@ def _schedule_darks_and_bias(
             )
             clock.advance(exposure + rng.uniform(2.0, 3.0))
     biases = []
-    for k in range(N_BIAS):
+    for k in range(n_bias):
         biases.append(
             CalibrationFrameTruth(
                 path=f"Bias/Bias_{k + 1:04d}.fit",
@@ -521,12 +728,16 @@ def _draw_lights(
     filters: tuple[FilterTruth, ...] = FILTERS,
     specials: bool = True,
     flip: bool = True,
+    psf: _PsfPlan | None = None,
+    cosmic_ray_count: float = COSMIC_RAY_COUNT,
 ) -> tuple[tuple[LightTruth, ...], _Clock]:
     """Lights in session order, filter by filter: L then Ha before the flip, L then Ha after.
 
     With ``specials`` False no cloudy, blurred or trailed L sub is chosen (and nothing
     drawn for them); with ``flip`` False there is no meridian flip (one block of subs,
-    no flip shift drawn).
+    no flip shift drawn). ``psf`` (default: round, ``FWHM * U(0.9, 1.1)``) sets the
+    seeing and optics; an elliptical one draws its night-wide angle after the gradient
+    direction, so a round night draws exactly what it did before.
     """
     special_subs: dict[int, str] = {}
     if specials:
@@ -534,15 +745,21 @@ def _draw_lights(
         kinds = ("cloudy", "blurred", "trail")
         special_subs = {int(k): kind for k, kind in zip(chosen, kinds, strict=True)}
     flip_shift = rng.uniform(-FLIP_SHIFT_PX, FLIP_SHIFT_PX, 2) if flip else (0.0, 0.0)
+    gradient_angle = float(rng.uniform(0.0, 2 * math.pi))
+    psf = psf or _PsfPlan()
+    if psf.elliptical:
+        psf = dataclasses.replace(psf, angle=float(rng.uniform(0.0, math.pi)))
     plan = _LightPlan(
         shape=shape,
         specials=special_subs,
         flip_shift=tuple(float(v) for v in flip_shift),
-        gradient_angle=float(rng.uniform(0.0, 2 * math.pi)),
+        gradient_angle=gradient_angle,
         n_lights=n_lights,
         gradient=gradient,
         gradient_amplitude=gradient_amplitude,
         transients=transients,
+        psf=psf,
+        cosmic_ray_count=cosmic_ray_count,
     )
     clock = _Clock(LIGHTS_START + timedelta(milliseconds=int(rng.integers(0, 1000))))
     n_before = n_lights - n_lights // 2 if flip else n_lights
@@ -574,7 +791,9 @@ def _draw_light(
     height, width = plan.shape
     special = plan.specials.get(k) if filt.name == "L" else None
     ccd_temp = _ccd_temp(rng)
-    fwhm = FWHM * float(rng.uniform(0.9, 1.1)) * (2.5 if special == "blurred" else 1.0)
+    psf = plan.psf or _PsfPlan()
+    seeing = psf.fwhm * float(rng.uniform(*psf.fwhm_range))
+    fwhm = seeing * (2.5 if special == "blurred" else 1.0)
     transmission = 0.35 if special == "cloudy" else float(rng.uniform(0.93, 1.0))
     sky_rate = filt.sky_rate * float(rng.uniform(0.97, 1.05)) * (1.3 if special == "cloudy" else 1)
     angle = math.radians(rng.uniform(-DITHER_DEG, DITHER_DEG)) + (math.pi if flipped else 0.0)
@@ -594,7 +813,8 @@ def _draw_light(
         sky_gradient_angle = (gradient_angle + (math.pi if flipped else 0.0)) % (2 * math.pi)
     # Transients are drawn in both modes (same order) and only then dropped from the twin.
     trail = _draw_trail(rng, plan.shape) if special == "trail" else None
-    hits = cosmic_rays(rng, plan.shape)
+    hits = cosmic_rays(rng, plan.shape, plan.cosmic_ray_count)
+    eccentricity, psf_angle = _draw_elongation(rng, psf) if psf.elliptical else (0.0, 0.0)
     return LightTruth(
         index=index,
         filter_index=k,
@@ -614,7 +834,17 @@ def _draw_light(
         blurred=special == "blurred",
         trail=trail if plan.transients else None,
         cosmic_rays=hits if plan.transients else (),
+        eccentricity=eccentricity,
+        psf_angle=psf_angle,
     )
+
+
+def _draw_elongation(rng: np.random.Generator, psf: _PsfPlan) -> tuple[float, float]:
+    """One sub's PSF eccentricity (clipped normal) and major-axis angle (night's +/- jitter)."""
+    drawn = rng.normal(psf.eccentricity, psf.eccentricity_spread)
+    eccentricity = float(np.clip(drawn, 0.0, MAX_ECCENTRICITY))
+    jitter = math.radians(float(rng.normal(0.0, PSF_ANGLE_JITTER_DEG)))
+    return eccentricity, (psf.angle + jitter) % math.pi
 
 
 def _draw_trail(rng: np.random.Generator, shape: tuple[int, int]) -> TrailTruth:
@@ -675,7 +905,7 @@ def write_frames(truth: NightTruth, rng: np.random.Generator) -> None:
             extra_electrons=trail,
             extra_rng=transient_rng,
         )
-        _write(truth.path(light.path), data, _light_header(light))
+        _write(truth.path(light.path), data, _light_header(light, truth.saturation_adu))
     for frame in truth.bias_frames + truth.dark_frames + truth.flat_frames:
         electrons = truth.dark_current * frame.exposure
         if frame.kind == "flat":
@@ -691,14 +921,16 @@ def _write(path: Path, data: NDArray[np.uint16], header: fits.Header) -> None:
     fits.PrimaryHDU(data=data, header=header).writeto(path, overwrite=True)
 
 
-def _light_header(light: LightTruth) -> fits.Header:
-    """Header of a light in its program's style."""
+def _light_header(light: LightTruth, saturation_adu: float | None = None) -> fits.Header:
+    """Header of a light in its program's style (``SATURATE`` when a level is given)."""
     header = _base_header(
         _light_program(light.filter), light.exposure, light.date_obs, light.ccd_temp
     )
     header["FILTER"] = (light.filter, "Filter used")
     header["OBJECT"] = (OBJECT, "Target")
     header["PIERSIDE"] = ("EAST" if light.flipped else "WEST", "Telescope side of pier")
+    if saturation_adu is not None:
+        header["SATURATE"] = (int(saturation_adu), "[ADU] Level at which pixels clip")
     return header
 
 

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from sample_data import sky
 
 __all__ = [
+    "SATURATION_ADU",
     "TRUTH_DIR",
     "CalibrationFrameTruth",
     "FilterTruth",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 TRUTH_DIR = "truth"
+SATURATION_ADU = 65535.0
+"""Raw level at which every light clips (the uint16 ceiling of :func:`sensor.read_out`)."""
 STAR_DTYPE = np.dtype(
     [
         ("id", np.int64),
@@ -40,12 +43,23 @@ STAR_DTYPE = np.dtype(
     ]
 )
 RGB_STAR_DTYPE = np.dtype(STAR_DTYPE.descr + [("teff", np.float64), ("reference", np.bool_)])
+RAW_PEAK_FIELDS = [("raw_peak_adu", np.float64), ("saturated", np.bool_)]
 _ARRAY_FILES = ("stars", "hot_pixels", "bias_pattern", "dark_current")
 _OMITTED_AT_DEFAULT = frozenset(
-    {"wavelength_nm", "gradient_scale", "gradient_turn_deg", "n_reference"}
+    {
+        "wavelength_nm",
+        "gradient_scale",
+        "gradient_turn_deg",
+        "n_reference",
+        "eccentricity",
+        "psf_angle",
+        "psf_wing_adu",
+        "saturation_adu",
+    }
 )
-"""Fields added for the RGB night; left out of ``truth.json`` at their defaults, so the
-JSON of the older nights is unchanged (and older files load with the defaults)."""
+"""Fields added after the first mono night (RGB night; elongated PSFs and saturation);
+left out of ``truth.json`` at their defaults, so the JSON of the older nights is unchanged
+(and older files load with the defaults)."""
 
 Matrix3 = tuple[tuple[float, float, float], ...]
 
@@ -191,7 +205,9 @@ class LightTruth(LightGeometry):
     matrix : tuple
         3x3 sky -> sensor affine matrix (row-major nested tuples).
     fwhm : float
-        Moffat FWHM (pixels).
+        Moffat FWHM (pixels). For an elliptical PSF the geometric mean
+        ``sqrt(fwhm_major * fwhm_minor)`` of the major- and minor-axis FWHMs (see
+        :attr:`fwhm_major`, :attr:`fwhm_minor`).
     transmission : float
         Atmospheric transmission applied to stars and nebula.
     sky_adu : float
@@ -210,6 +226,11 @@ class LightTruth(LightGeometry):
         Satellite trail, if any.
     cosmic_rays : tuple
         ``(x, y, adu)`` per affected pixel.
+    eccentricity : float
+        PSF eccentricity ``sqrt(1 - (fwhm_minor / fwhm_major) ** 2)``; 0 (round) by default.
+    psf_angle : float
+        Position angle of the PSF's major axis on the sensor, radians from +x towards +y,
+        in ``[0, pi)`` (0 for a round PSF).
     """
 
     index: int
@@ -230,6 +251,28 @@ class LightTruth(LightGeometry):
     blurred: bool = False
     trail: TrailTruth | None = None
     cosmic_rays: tuple[tuple[int, int, float], ...] = ()
+    eccentricity: float = 0.0
+    psf_angle: float = 0.0
+
+    @property
+    def fwhm_major(self) -> float:
+        """FWHM along the PSF's major axis (pixels); ``fwhm`` when round."""
+        return sky.psf_axes(self.fwhm, self.eccentricity)[0]
+
+    @property
+    def fwhm_minor(self) -> float:
+        """FWHM along the PSF's minor axis (pixels); ``fwhm`` when round."""
+        return sky.psf_axes(self.fwhm, self.eccentricity)[1]
+
+    @property
+    def has_trail(self) -> bool:
+        """Whether a satellite trail crosses this light."""
+        return self.trail is not None
+
+    @property
+    def n_cosmic_ray_pixels(self) -> int:
+        """Number of distinct pixels a cosmic ray hit (a pixel hit twice counts once)."""
+        return len({(x, y) for x, y, _ in self.cosmic_rays})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LightTruth:
@@ -351,6 +394,14 @@ class NightTruth(LightLookup):
         The first ``n_reference`` rows of ``stars`` are reference stars: bright but
         unsaturated, isolated, well inside every sub, with a spread of temperatures
         (0 in nights without star colours).
+    psf_wing_adu : float or None
+        When set, stars are rendered on stamps grown until their wings fall below this
+        many ADU (``wing_limit`` of :func:`sky.render_stars`): nights whose brightest
+        stars saturate. None: the fixed stamp radius of the older nights.
+    saturation_adu : float or None
+        Raw level at which the lights clip, recorded (and written as ``SATURATE`` in the
+        light headers) in nights whose bright stars saturate; None in the older nights,
+        whose sensor clips at the same :data:`SATURATION_ADU` but whose stars stay below it.
     """
 
     version: str
@@ -372,6 +423,8 @@ class NightTruth(LightLookup):
     flat_responses: dict[str, NDArray[np.float32]] = field(repr=False)
     root: Path | None = None
     n_reference: int = 0
+    psf_wing_adu: float | None = None
+    saturation_adu: float | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -455,6 +508,87 @@ class NightTruth(LightLookup):
             return stars[:0]
         return stars[stars["reference"]]
 
+    @property
+    def clip_adu(self) -> float:
+        """Raw level at which lights clip: ``saturation_adu``, else :data:`SATURATION_ADU`."""
+        return SATURATION_ADU if self.saturation_adu is None else self.saturation_adu
+
+    def stars_with_raw_peaks(self, light: int | str | LightTruth) -> NDArray[np.void]:
+        """:meth:`stars_in_sensor` plus each star's expected raw peak and whether it saturates.
+
+        ``raw_peak_adu`` is the largest value of the noise-free :meth:`expected_raw` frame
+        (stars, sky, nebula, trail, flat response, dark current and bias; no noise, no
+        cosmic rays, no clipping) in the 3x3 pixels around the star's centre, so it also
+        counts light from close neighbours. ``saturated`` is ``raw_peak_adu >=``
+        :attr:`clip_adu`: the star's core is clipped in the raw file (up to the noise of
+        pixels right at the level).
+
+        Returns
+        -------
+        ndarray
+            Structured array: the fields of :meth:`stars_in_sensor` plus ``raw_peak_adu``
+            (float) and ``saturated`` (bool).
+        """
+        lt = self.light(light)
+        stars = self.stars_in_sensor(lt)
+        dtype = np.dtype(stars.dtype.descr + RAW_PEAK_FIELDS)
+        out = np.zeros(stars.size, dtype=dtype)
+        for name in stars.dtype.names or ():
+            out[name] = stars[name]
+        raw = self.expected_raw(lt)
+        ix = np.clip(np.rint(stars["x"]).astype(np.int64), 0, self.width - 1)
+        iy = np.clip(np.rint(stars["y"]).astype(np.int64), 0, self.height - 1)
+        peak = np.full(stars.size, -np.inf)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                rows = np.clip(iy + dy, 0, self.height - 1)
+                cols = np.clip(ix + dx, 0, self.width - 1)
+                peak = np.maximum(peak, raw[rows, cols])
+        out["raw_peak_adu"] = peak
+        out["saturated"] = peak >= self.clip_adu
+        return out
+
+    def trail_mask(
+        self, light: int | str | LightTruth, *, min_adu: float = 1.0
+    ) -> NDArray[np.bool_]:
+        """Pixels where the trail of ``light`` adds at least ``min_adu`` (ADU, before the flat).
+
+        All False when the light has no trail.
+        """
+        return self.trail_image(light) >= min_adu
+
+    def light_summary(
+        self, light: int | str | LightTruth, *, trail_min_adu: float = 1.0
+    ) -> dict[str, Any]:
+        """What a benchmark needs to know about one light, as a JSON-able dict.
+
+        Keys: ``index``, ``path``, ``filter``, ``fwhm`` (geometric mean of the axis FWHMs),
+        ``fwhm_major``, ``fwhm_minor``, ``eccentricity``, ``psf_angle_deg``,
+        ``transmission``, ``cloudy``, ``blurred``, ``trail`` (bool),
+        ``n_cosmic_ray_pixels`` (distinct pixels hit), ``n_trail_pixels`` (pixels of
+        :meth:`trail_mask` at ``trail_min_adu``) and ``saturation_adu`` (:attr:`clip_adu`).
+        """
+        lt = self.light(light)
+        return {
+            "index": lt.index,
+            "path": lt.path,
+            "filter": lt.filter,
+            "fwhm": lt.fwhm,
+            "fwhm_major": lt.fwhm_major,
+            "fwhm_minor": lt.fwhm_minor,
+            "eccentricity": lt.eccentricity,
+            "psf_angle_deg": float(np.degrees(lt.psf_angle)),
+            "transmission": lt.transmission,
+            "cloudy": lt.cloudy,
+            "blurred": lt.blurred,
+            "trail": lt.has_trail,
+            "n_cosmic_ray_pixels": lt.n_cosmic_ray_pixels,
+            "n_trail_pixels": int(self.trail_mask(lt, min_adu=trail_min_adu).sum())
+            if lt.has_trail
+            else 0,
+            "saturation_adu": self.clip_adu,
+        }
+
     def clean_background(
         self, light: int | str | LightTruth, *, trail: bool = True
     ) -> NDArray[np.float64]:
@@ -500,7 +634,17 @@ class NightTruth(LightLookup):
         """Noise-free stars of ``light`` in ADU, before the flat response."""
         lt = self.light(light)
         x, y = sky.apply_affine(lt.sky_to_sensor, self.stars[:, 0], self.stars[:, 1])
-        return sky.render_stars(self.shape, x, y, self.star_flux_adu(lt), lt.fwhm, self.psf_beta)
+        return sky.render_stars(
+            self.shape,
+            x,
+            y,
+            self.star_flux_adu(lt),
+            lt.fwhm,
+            self.psf_beta,
+            eccentricity=lt.eccentricity,
+            theta=lt.psf_angle,
+            wing_limit=self.psf_wing_adu,
+        )
 
     def clean_sky(
         self, light: int | str | LightTruth, *, trail: bool = True
@@ -597,6 +741,8 @@ def load_truth(outdir: str | Path) -> NightTruth:
         flat_responses=responses,
         root=root,
         n_reference=data.get("n_reference", 0),
+        psf_wing_adu=data.get("psf_wing_adu"),
+        saturation_adu=data.get("saturation_adu"),
         **arrays,
     )
 
