@@ -37,6 +37,10 @@ class FrameMetadata:
         Image shape as (rows, columns) or (channels, rows, columns).
     binning
         (x, y) binning; (1, 1) when absent.
+    saturation
+        Raw level (physical ADU) at which the sensor or its digitiser clips: ``SATURATE`` or
+        ``DATAMAX``, else the largest value of the integer data type (65535 for unsigned
+        16-bit); ``None`` for floating-point data without such a card.
     """
 
     path: str
@@ -58,6 +62,7 @@ class FrameMetadata:
     row_order: str | None = None
     file_size: int = 0
     file_mtime_ns: int = 0
+    saturation: float | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property

@@ -231,7 +231,21 @@ class MeasurementConfig(_Section):
     min_area: int = Field(5, ge=1, description="Minimum connected pixels of a star.")
     max_stars: int = Field(300, ge=10, description="Brightest stars kept per sub.")
     psf_stars: int = Field(
-        60, ge=5, description="Brightest stars fitted with a Moffat PSF (FWHM, weights)."
+        60,
+        ge=5,
+        description="Stars fitted with a Moffat PSF (FWHM, eccentricity, weights): the best "
+        "exposed unsaturated isolated ones, spread over the field.",
+    )
+    psf_min_peak_sigma: float = Field(
+        10.0, gt=0, description="Faintest peak (noise sigmas) of a star used for PSF fits."
+    )
+    max_peak_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Stars peaking above this fraction of the saturation level (SATURATE/"
+        "DATAMAX, the bit depth or the frame's own clipping, after calibration) count as "
+        "saturated: left out of PSF fits, photometry and registration.",
     )
 
 
@@ -359,7 +373,16 @@ class SelectionConfig(_Section):
         1.5, gt=1, description="Exclude subs whose FWHM exceeds this times the group median."
     )
     max_eccentricity: float | None = Field(
-        0.8, gt=0, le=1, description="Exclude subs whose median star eccentricity exceeds this."
+        None,
+        gt=0,
+        le=1,
+        description="Exclude subs whose median star eccentricity exceeds this absolute bound.",
+    )
+    eccentricity_sigma: float | None = Field(
+        3.0,
+        gt=0,
+        description="Exclude subs whose eccentricity exceeds the group median by this many "
+        "robust sigmas (1.4826 MAD of the group, at least 0.02): judged against the night.",
     )
     min_star_ratio: float | None = Field(
         0.3, gt=0, lt=1, description="Exclude subs with fewer stars than this times the median."

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from dask import delayed
 
 from pipeline import __version__
@@ -421,7 +422,9 @@ def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
         )
     metrics = [light["measure"]["result"]["metrics"] for light in measured]
     reasons = select.exclusions(metrics, config.selection)
-    weights = select.sub_weights(metrics, config.weighting.weights)
+    weights = select.sub_weights(
+        metrics, config.weighting.weights, flux_ratios=_provisional_flux_ratios(measured, config)
+    )
     excluded = {light["frame"]: r for light, r in zip(measured, reasons, strict=True) if r}
     kept = [(light, w) for light, w, r in zip(measured, weights, reasons, strict=True) if not r]
     requested = config.registration.reference
@@ -441,6 +444,16 @@ def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
         "excluded": excluded,
         "weights": {light["frame"]: float(w) for light, w in zip(measured, weights, strict=True)},
     }
+
+
+def _provisional_flux_ratios(measured: list[Record], config: PipelineConfig) -> np.ndarray:
+    """Every sub's flux ratio to the sub with the most stars (weights before registration)."""
+    tables = [
+        np.asarray(light["measure"]["result"]["stars"], dtype=np.float64).reshape(-1, 3)
+        for light in measured
+    ]
+    counts = [light["measure"]["result"]["metrics"]["star_count"] for light in measured]
+    return select.provisional_flux_ratios(tables, int(np.argmax(counts)), config.registration)
 
 
 def _named_reference(lights: list[Record], requested: str) -> Record:
@@ -743,6 +756,7 @@ def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
                 report["weight"] = integration["weights"][index]
                 report["normalization"] = integration["normalization"][index]
                 report["rejected_fraction"] = integration["rejected_fraction"][index]
+                report["expected_false_rejection"] = integration.get("expected_false_rejection")
             reference = selection["reference"]
             report["reference"] = reference is not None and light["frame"] == reference["frame"]
             report["excluded"] = light.get("excluded") or integration.get("excluded", {}).get(

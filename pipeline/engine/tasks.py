@@ -366,6 +366,7 @@ def calibrate_and_measure(
             _masters(store, calibration, frame),
             config.calibration,
             optimize_dark=calibration.optimize_dark,
+            saturation=frame.saturation,
         )
         image = calibrate.debayer_frame(result.image, calibration.pattern, config.debayer)
         calibrated["image"] = image
@@ -382,7 +383,11 @@ def calibrate_and_measure(
         image = calibrated.get("image")
         if image is None:
             image = read_image(store.absolute(cal_record["outputs"]["calibrated"]))
-        result = measure.measure_frame(luminance(image), config.measurement)
+        result = measure.measure_frame(
+            luminance(image),
+            config.measurement,
+            saturation=cal_record["result"].get("saturation"),
+        )
         return {}, {"metrics": result.metrics(), "stars": result.stars.round(4).tolist()}
 
     try:
@@ -660,6 +665,7 @@ def integrate_group(
             "normalization": [{"factor": n.factor, "offset": n.offset} for n in normalizations],
             "local_normalization": local.model_dump() if local else None,
             "rejection": rejection.model_dump(),
+            "expected_false_rejection": integrate.expected_false_rates(rejection),
             "maps": list(_selected_maps(maps, config.integration.maps)),
             "rejected_fraction": [
                 [float(v) / pixels for v in rejected[i]] if i in rejected else None
@@ -758,6 +764,7 @@ def _weights_and_exclusions(
         metrics,
         config.weighting.weights,
         normalization_factors=[float(np.mean(n.factor)) for n in normalizations],
+        flux_ratios=[r["flux_ratio"] for r in results],
     )
     dropped = select.weight_exclusions(weights, config.selection)
     dropped[reference_index] = None

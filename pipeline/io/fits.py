@@ -373,8 +373,23 @@ def _metadata(
         row_order=hk.first_text(values, ("ROWORDER",)),
         file_size=stat.st_size,
         file_mtime_ns=stat.st_mtime_ns,
+        saturation=_saturation(values, problems),
         warnings=tuple(problems),
     )
+
+
+def _saturation(values: Mapping[str, Any], problems: list[str]) -> float | None:
+    """The raw clipping level: SATURATE/DATAMAX, else the integer data type's largest value."""
+    level = _number_or_note(values, ("SATURATE", "DATAMAX"), problems)
+    if level is not None and level > 0:
+        return float(level)
+    bitpix = values.get("BITPIX")
+    if not isinstance(bitpix, int) or bitpix <= 0:
+        return None
+    zero = _number_or_note(values, ("BZERO",), problems) or 0.0
+    scale = _number_or_note(values, ("BSCALE",), problems) or 1.0
+    largest = 255 if bitpix == 8 else 2 ** (bitpix - 1) - 1  # BITPIX 8 is unsigned
+    return float(scale * largest + zero)
 
 
 def _bayer_text(values: Mapping[str, Any]) -> str | None:

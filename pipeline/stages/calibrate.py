@@ -32,7 +32,7 @@ __all__ = [
     "stack_master_band",
 ]
 
-VERSION = "2"
+VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -129,22 +129,81 @@ def calibrate_light(
     config: CalibrationConfig,
     *,
     optimize_dark: bool = False,
+    saturation: float | None = None,
 ) -> CalibratedFrame:
     """Calibrate one light: bias, (scaled or optimised) dark, flat, cosmetic correction.
 
     Flat pixels below ``config.flat_min`` become NaN (no data) instead of infinities.
     With ``optimize_dark`` the bias-subtracted dark is scaled by the factor that minimises the
-    calibrated frame's noise (needs a master bias).
+    calibrated frame's noise (needs a master bias). ``saturation`` is the raw clipping level
+    from the header (see :func:`raw_saturation`); the calibrated frame's level, the lowest
+    value a clipped pixel can have after calibration, is noted as ``notes["saturation"]``
+    (None when unknown).
     """
     image = raw.astype(np.float32, copy=True)
     notes: dict = {}
+    level = raw_saturation(raw, saturation)
     image = _subtract_dark_current(image, masters, optimize_dark, notes)
     if masters.flat is not None:
         image = kcal.flat_correct(image, masters.flat, min_value=config.flat_min)
     image = _cosmetic(image, masters, config, notes)
     if config.pedestal:
         image = image + np.float32(config.pedestal)
+    notes["saturation"] = (
+        None if level is None else calibrated_saturation(level, masters, config, notes)
+    )
     return CalibratedFrame(image.astype(np.float32, copy=False), notes)
+
+
+def raw_saturation(raw: np.ndarray, header_level: float | None) -> float | None:
+    """The raw level at which a frame clips.
+
+    The header's level (``SATURATE``, ``DATAMAX`` or the data type's largest value), lowered
+    to the frame's own maximum where at least four pixels pile up there (a 12- or 14-bit
+    sensor scaled to 16 bits clips below 65535; floating-point data say nothing).
+    """
+    top = float(np.nanmax(raw)) if raw.size else float("nan")
+    if not np.isfinite(top):
+        return header_level
+    piled = np.count_nonzero(raw >= top) >= _CLIPPED_PIXELS
+    if piled and (header_level is None or top < header_level):
+        return top
+    return header_level
+
+
+_CLIPPED_PIXELS = 4
+_SATURATION_STRIDE = 4
+_SATURATION_PERCENTILE = 0.1
+
+
+def calibrated_saturation(
+    raw_level: float, masters: CalibrationMasters, config: CalibrationConfig, notes: dict
+) -> float:
+    """The lowest value (0.1th percentile over the frame) a clipped pixel takes after calibration.
+
+    A clipped pixel becomes ``(level - bias - k dark) / flat + pedestal``; it varies over the
+    frame with the flat (vignetting) and the dark, so a star is saturated wherever its peak
+    reaches this lower envelope. ``k`` is the dark scale ``notes["dark_scale"]`` that the
+    calibration used.
+    """
+    step = (slice(None, None, _SATURATION_STRIDE),) * 2
+    offset: np.ndarray | float = 0.0
+    if masters.dark is not None and masters.bias is not None:
+        scale = float(notes.get("dark_scale", 1.0))
+        offset = masters.bias[step] + scale * (masters.dark[step] - masters.bias[step])
+    elif masters.dark is not None:
+        offset = masters.dark[step]
+    elif masters.bias is not None:
+        offset = masters.bias[step]
+    values = np.asarray(raw_level - offset, dtype=np.float64)
+    if masters.flat is not None:
+        flat = masters.flat[step]
+        values = np.where(flat >= config.flat_min, values / flat, np.nan)
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float(raw_level) + config.pedestal
+    return float(np.percentile(values, _SATURATION_PERCENTILE)) + config.pedestal
 
 
 def _subtract_dark_current(

@@ -26,7 +26,7 @@ from pipeline.kernels.combine import MAX_FRAMES
 from pipeline.kernels.localnorm import evaluate_background
 from pipeline.kernels.rejection import grow_rejection
 from pipeline.stages.normalize import LocalNormalization, Normalization
-from pipeline.stages.rejection import rejection_masks, resolve_rejection
+from pipeline.stages.rejection import expected_false_rates, rejection_masks, resolve_rejection
 
 __all__ = [
     "IntegratedBand",
@@ -34,11 +34,12 @@ __all__ = [
     "autocrop_box",
     "halo_rows",
     "integrate_band",
+    "expected_false_rates",
     "is_compiled",
     "resolve_rejection",
 ]
 
-VERSION = "2"
+VERSION = "3"
 
 
 @dataclass(frozen=True)

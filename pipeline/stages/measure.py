@@ -1,8 +1,12 @@
 """Measurement stage: detect stars and measure background, noise, star shape and weights.
 
-Star detection uses ``sep`` (Source Extractor as a library); FWHM and eccentricity come from
-elliptical Moffat fits of the brightest unsaturated stars; the noise is the multiresolution
-support (MRS) estimate; PSF Signal Weight and PSF SNR follow PixInsight's definitions.
+Star detection uses ``sep`` (Source Extractor as a library). FWHM and eccentricity come from
+elliptical Moffat fits of *chosen* stars: well exposed (peak at least
+``measurement.psf_min_peak_sigma`` noise sigmas) but below saturation, isolated, away from the
+edges and from pixels without data, spread over the field; saturated stars never enter the
+PSF measurement nor the registration/photometry star table (a saturated core is clipped, so its
+fitted width and its flux depend on the seeing). The noise is the multiresolution support (MRS)
+estimate; PSF Signal Weight and PSF SNR follow PixInsight's definitions.
 """
 
 from __future__ import annotations
@@ -12,18 +16,32 @@ from typing import Any
 
 import numpy as np
 import sep
+from scipy.spatial import cKDTree
 
 from pipeline.config.models import MeasurementConfig
 from pipeline.kernels import weights as kweights
-from pipeline.kernels.noise import mrs_noise
+from pipeline.kernels.noise import mrs_noise, pixel_noise
 from pipeline.kernels.psf import PSFFits, fit_psf
 
-__all__ = ["FrameMeasurement", "StarDetection", "central_noise", "detect_stars", "measure_frame"]
+__all__ = [
+    "FrameMeasurement",
+    "PSFStarChoice",
+    "StarDetection",
+    "central_noise",
+    "choose_psf_stars",
+    "detect_stars",
+    "measure_frame",
+]
 
-VERSION = "4"
+VERSION = "5"
 
 _SEP_PIXSTACK = 3_000_000
 _SHARPNESS_CUT = 0.3
+_PLATEAU_FRACTION = 0.98  # core pixels this close to the peak form a saturation plateau
+_PLATEAU_PIXELS = 3  # ... and this many of them (peak included) mark a clipped star
+_NEIGHBOUR_FLUX = 0.02  # a neighbour brighter than this fraction of a star spoils its fit
+_GRID_CELLS = 4  # PSF stars are spread over a 4 x 4 grid of the frame
+_MIN_UNSATURATED_TABLE = 20  # keep saturated stars in the star table only below this
 
 
 @dataclass(frozen=True)
@@ -43,9 +61,21 @@ class FrameMeasurement:
     snr
         SubframeSelector's SNR weight, (average deviation / noise)².
     psf_signal_weight, psf_snr
-        PixInsight's PSF Signal Weight and PSF SNR.
+        PixInsight's PSF Signal Weight and PSF SNR of this sub's own PSF stars (the group's
+        weights compare subs on common terms: :mod:`pipeline.stages.select`).
     psf_stars
-        Number of stars whose PSF fit succeeded.
+        Number of stars whose PSF fit succeeded (and were used for FWHM and weights).
+    psf_area
+        Median area (px^2) of the fitted stars' FWTM ellipses: how widely the sub spreads a
+        star's light, the same for every star of the sub whatever its flux.
+    m_star
+        PixInsight's ``M*`` background residual estimate (the PSF Signal Weight's
+        denominator, with the noise).
+    saturation
+        Saturation level of the calibrated sub (ADU; NaN when unknown).
+    psf_choice
+        How many detections were candidates for the PSF fits and why the others were not
+        used (``saturated``, ``blended``, ``edge``, ``faint``), and how many were fitted.
     """
 
     stars: np.ndarray
@@ -58,6 +88,10 @@ class FrameMeasurement:
     psf_signal_weight: float
     psf_snr: float
     psf_stars: int
+    psf_area: float
+    m_star: float
+    saturation: float
+    psf_choice: dict[str, int]
 
     def metrics(self) -> dict[str, Any]:
         """The scalar metrics as a JSON-ready dict."""
@@ -70,14 +104,17 @@ class FrameMeasurement:
 
 
 def central_noise(image: np.ndarray, *, side: int = 1024) -> float:
-    """MRS noise of the central ``side`` x ``side`` crop of a mono image (NaN = no data).
+    """Per-pixel noise of the central ``side`` x ``side`` crop of a mono image (NaN = no data).
 
     Used on registered subs, whose per-pixel noise resampling has lowered (by about 15 %
-    for Lanczos-3); the centre is covered by every sub and a crop keeps it cheap.
+    for Lanczos-3) and correlated: :func:`pipeline.kernels.noise.pixel_noise` measures the
+    spread of single pixels, which the rejection compares against (the MRS estimate would
+    read the correlated noise as lower still); the centre is covered by every sub and a
+    crop keeps it cheap.
     """
     rows, cols = image.shape
     top, left = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
-    return float(mrs_noise(image[top : top + side, left : left + side]))
+    return float(pixel_noise(image[top : top + side, left : left + side]))
 
 
 @dataclass(frozen=True)
@@ -87,13 +124,19 @@ class StarDetection:
     Attributes
     ----------
     stars
-        (N, 3) array of x, y, flux of the brightest isolated stars, brightest first.
+        (N, 3) array of x, y, flux of the brightest isolated unsaturated stars, brightest
+        first (saturated ones only where fewer than 20 others are left).
     count
         Number of detections (cosmic rays excluded) before the cut to the brightest.
     background, rms
         sep's global background level and background RMS (ADU).
     mask
         True where the image has no data (NaN).
+    objects
+        sep's catalogue of every detection (cosmic rays excluded).
+    saturated
+        Per detection of ``objects``: its core reaches the saturation level (or, with the
+        level unknown, is a flat-topped plateau).
     """
 
     stars: np.ndarray
@@ -101,10 +144,45 @@ class StarDetection:
     background: float
     rms: float
     mask: np.ndarray
+    objects: np.ndarray
+    saturated: np.ndarray
 
 
-def detect_stars(image: np.ndarray, config: MeasurementConfig) -> StarDetection:
-    """Detect the stars of a mono image (NaN = no data) with windowed centroids and fluxes."""
+@dataclass(frozen=True)
+class PSFStarChoice:
+    """The stars chosen for PSF fits and why the other detections were not.
+
+    Attributes
+    ----------
+    x, y
+        Positions of the chosen stars (best exposed first within each cell of the grid).
+    counts
+        ``candidates`` (detections), ``saturated``, ``blended`` (deblended by sep or with
+        a neighbour brighter than 2 % of the star inside three FWHM), ``edge`` (too near
+        the frame edge or pixels without data), ``faint`` (peak below
+        ``psf_min_peak_sigma``), ``chosen``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    counts: dict[str, int]
+
+
+def detect_stars(
+    image: np.ndarray, config: MeasurementConfig, *, saturation: float | None = None
+) -> StarDetection:
+    """Detect the stars of a mono image (NaN = no data) with windowed centroids and fluxes.
+
+    Parameters
+    ----------
+    image
+        Calibrated mono image.
+    config
+        Detection settings.
+    saturation
+        Saturation level of ``image`` (ADU after calibration), or None when unknown: then
+        flat-topped cores alone mark saturated stars.
+    """
     data, mask = _prepared(image)
     background = sep.Background(data, mask=mask, bw=64, bh=64, fw=3, fh=3)
     subtracted = data - background.back()
@@ -114,22 +192,145 @@ def detect_stars(image: np.ndarray, config: MeasurementConfig) -> StarDetection:
         subtracted, config.detection_sigma, err=rms, mask=mask, minarea=config.min_area
     )
     objects = _without_cosmic_rays(objects)
-    stars = _star_table(subtracted, objects, config.max_stars, mask)
+    saturated = saturated_detections(data, objects, saturation, config.max_peak_fraction)
+    table_objects = objects
+    if np.count_nonzero(~saturated) >= _MIN_UNSATURATED_TABLE:
+        table_objects = objects[~saturated]
+    stars = _star_table(subtracted, table_objects, config.max_stars, mask)
     return StarDetection(
         stars=stars,
         count=int(len(objects)),
         background=float(background.globalback),
         rms=rms,
         mask=mask,
+        objects=objects,
+        saturated=saturated,
     )
 
 
-def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurement:
-    """Detect stars and measure one calibrated mono image (NaN = no data)."""
-    detection = detect_stars(image, config)
+def saturated_detections(
+    data: np.ndarray, objects: np.ndarray, saturation: float | None, fraction: float
+) -> np.ndarray:
+    """Which detections have a saturated (or nearly saturated) core.
+
+    A star is saturated when its brightest core pixel (3 x 3 around sep's peak pixel)
+    reaches ``fraction`` of the ``saturation`` level, or when its core is a plateau: at
+    least three of those nine pixels within 2 % of the brightest (an unsaturated star's
+    neighbours of the peak are at most about 80 % of it), which also catches stars clipped
+    at a level nobody recorded.
+    """
+    n = len(objects)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    rows, cols = data.shape
+    yc = np.clip(objects["ycpeak"].astype(np.int64), 1, rows - 2)
+    xc = np.clip(objects["xcpeak"].astype(np.int64), 1, cols - 2)
+    offsets = np.arange(-1, 2)
+    core = data[
+        yc[:, None, None] + offsets[None, :, None], xc[:, None, None] + offsets[None, None, :]
+    ]
+    core = core.reshape(n, 9)
+    peak = core.max(axis=1)
+    level = np.median(data[:: max(1, rows // 64), :: max(1, cols // 64)])
+    above = core - level
+    plateau = np.count_nonzero(above >= _PLATEAU_FRACTION * (peak - level)[:, None], axis=1)
+    saturated = plateau >= _PLATEAU_PIXELS
+    if saturation is not None and np.isfinite(saturation):
+        saturated |= peak >= fraction * saturation
+    return saturated
+
+
+def choose_psf_stars(
+    detection: StarDetection, shape: tuple[int, int], config: MeasurementConfig
+) -> PSFStarChoice:
+    """Well-exposed, unsaturated, isolated stars away from edges, spread over the field.
+
+    The candidates are every detection of ``detection.objects``; the chosen ones (at most
+    ``config.psf_stars``) are taken round-robin from a 4 x 4 grid of the frame, best
+    exposed (highest peak) first in each cell, so that the PSF measurement samples the
+    whole field and no corner's optics dominate.
+    """
+    objects = detection.objects
+    counts = {"candidates": int(len(objects))}
+    if len(objects) == 0:
+        return PSFStarChoice(np.zeros(0), np.zeros(0), {**counts, "chosen": 0})
+    x, y = objects["x"], objects["y"]
+    width = 2.35 * np.sqrt(np.maximum(objects["a"] * objects["b"], 0.0))
+    typical = float(np.median(width[~detection.saturated])) if (~detection.saturated).any() else 3
+    half = max(4.0, 2.0 * max(typical, 1.0)) + 1.0
+    saturated = detection.saturated
+    blended = _blended(objects, radius=max(6.0, 3.0 * typical))
+    edge = _near_edge_or_no_data(x, y, half, shape, detection.mask)
+    faint = objects["peak"] < config.psf_min_peak_sigma * detection.rms
+    reasons = (("saturated", saturated), ("blended", blended), ("edge", edge), ("faint", faint))
+    usable = np.ones(len(objects), dtype=bool)
+    for name, flagged in reasons:
+        counts[name] = int(np.count_nonzero(flagged & usable))
+        usable &= ~flagged
+    index = _spread_over_grid(np.flatnonzero(usable), objects, shape, config.psf_stars)
+    counts["chosen"] = int(index.size)
+    return PSFStarChoice(x[index].astype(np.float64), y[index].astype(np.float64), counts)
+
+
+def _blended(objects: np.ndarray, *, radius: float) -> np.ndarray:
+    """Detections deblended by sep, or with a neighbour above 2 % of their flux nearby."""
+    merged = (objects["flag"] & sep.OBJ_MERGED) != 0
+    points = np.column_stack([objects["x"], objects["y"]])
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    crowded = np.zeros(len(objects), dtype=bool)
+    if len(pairs):
+        flux = np.maximum(objects["flux"], 0.0)
+        i, j = pairs[:, 0], pairs[:, 1]
+        crowded[i[flux[j] > _NEIGHBOUR_FLUX * flux[i]]] = True
+        crowded[j[flux[i] > _NEIGHBOUR_FLUX * flux[j]]] = True
+    return merged | crowded
+
+
+def _near_edge_or_no_data(
+    x: np.ndarray, y: np.ndarray, half: float, shape: tuple[int, int], mask: np.ndarray
+) -> np.ndarray:
+    """Stars whose fitting stamp would leave the frame or touch a pixel without data."""
+    rows, cols = shape
+    near = (x < half) | (y < half) | (x > cols - 1 - half) | (y > rows - 1 - half)
+    if mask.any():
+        radius = int(np.ceil(half))
+        for k in np.flatnonzero(~near):
+            r, c = int(round(y[k])), int(round(x[k]))
+            if mask[r - radius : r + radius + 1, c - radius : c + radius + 1].any():
+                near[k] = True
+    return near
+
+
+def _spread_over_grid(
+    usable: np.ndarray, objects: np.ndarray, shape: tuple[int, int], limit: int
+) -> np.ndarray:
+    """Up to ``limit`` of ``usable`` taken in turns from the cells of a 4 x 4 grid."""
+    if usable.size == 0:
+        return usable
+    rows, cols = shape
+    cell_x = np.minimum((objects["x"][usable] * _GRID_CELLS / cols).astype(int), _GRID_CELLS - 1)
+    cell_y = np.minimum((objects["y"][usable] * _GRID_CELLS / rows).astype(int), _GRID_CELLS - 1)
+    cell = cell_y * _GRID_CELLS + cell_x
+    order = np.lexsort((-objects["peak"][usable], cell))  # by cell, brightest first
+    ranked, cells = usable[order], cell[order]
+    starts = np.searchsorted(cells, cells, side="left")
+    turn = np.arange(cells.size) - starts  # rank of each star inside its cell
+    picked = ranked[np.lexsort((cells, turn))]
+    return picked[:limit]
+
+
+def measure_frame(
+    image: np.ndarray, config: MeasurementConfig, *, saturation: float | None = None
+) -> FrameMeasurement:
+    """Detect stars and measure one calibrated mono image (NaN = no data).
+
+    ``saturation`` is the sub's saturation level after calibration (ADU), None if unknown.
+    """
+    detection = detect_stars(image, config, saturation=saturation)
     stars, mask, rms = detection.stars, detection.mask, detection.rms
     noise = float(mrs_noise(image))
-    fits = _psf_fits(image, stars, config)
+    choice = choose_psf_stars(detection, image.shape, config)
+    fits = fit_psf(image, choice.x, choice.y, model="moffat")
     good = fits.ok & np.isfinite(fits.signal) & (fits.signal > 0)
     m_star, _ = kweights.background_residual_estimates(np.where(mask, np.nan, image))
     weight_noise = noise if np.isfinite(noise) and noise > 0 else rms
@@ -144,13 +345,11 @@ def measure_frame(image: np.ndarray, config: MeasurementConfig) -> FrameMeasurem
         psf_signal_weight=_psf_signal_weight(fits, good, weight_noise, m_star),
         psf_snr=float(kweights.psf_snr(fits.signal[good], noise=weight_noise)),
         psf_stars=int(good.sum()),
+        psf_area=_median(fits.signal_area[good]),
+        m_star=float(m_star),
+        saturation=float(saturation) if saturation is not None else float("nan"),
+        psf_choice={**choice.counts, "fitted": int(good.sum())},
     )
-
-
-def _psf_fits(image: np.ndarray, stars: np.ndarray, config: MeasurementConfig) -> PSFFits:
-    """Moffat fits of the brightest stars (up to ``config.psf_stars``)."""
-    chosen = stars[: config.psf_stars]
-    return fit_psf(image, chosen[:, 0], chosen[:, 1], model="moffat")
 
 
 def _psf_signal_weight(fits: PSFFits, good: np.ndarray, noise: float, m_star: float) -> float:

@@ -1,12 +1,25 @@
-"""Frame selection: rules that exclude subs, each exclusion with the rule and the value.
+"""Frame selection and weights: rules that exclude subs, each exclusion with the rule and the
+value, and the relative weight of every sub of a group.
 
-Rules compare a sub's measurement with its group (FWHM and star count relative to the group
-median) or with absolute bounds (eccentricity), and optionally its weight with the best sub's.
+Rules compare a sub's measurement with its own group (FWHM and star count relative to the
+group median, eccentricity above the group median by a number of robust sigmas: a night whose
+optics elongate every star loses only its outliers), optionally with absolute bounds
+(``max_eccentricity``), and optionally its weight with the best sub's.
+
+PSF Signal Weight and PSF SNR compare subs on common terms. PixInsight's estimators sum over
+a sub's stars, so they depend on *which* stars each sub measured: a sharp sub saturates more
+bright stars and is left with fainter ones, which would make it look worse. Here the group's
+weights use the same stars for every sub, through their photometric flux ratio ``k`` to a
+common reference sub (matched-star aperture photometry, saturated stars excluded) and each
+sub's PSF area ``A`` (the median FWTM area of its chosen stars): with ``T = 1 / k`` the
+transparency relative to the reference, the sums of PixInsight's formulas over one common
+star list give ``PSFSW ~ T^2 / (A sigma M*)`` and ``PSF SNR ~ T^2 / sigma^2``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,12 +27,17 @@ import numpy as np
 from pipeline.config.models import (
     FormulaWeighting,
     NoiseWeighting,
+    PSFSignalWeighting,
+    PSFSNRWeighting,
+    RegistrationConfig,
     SelectionConfig,
     Weighting,
 )
+from pipeline.errors import RegistrationError
 from pipeline.kernels.weights import wbpp_formula_weight
+from pipeline.stages.register import solve_transform
 
-__all__ = ["exclusions", "sub_weights", "weight_exclusions"]
+__all__ = ["exclusions", "provisional_flux_ratios", "sub_weights", "weight_exclusions"]
 
 _METRIC_OF = {
     "psf_signal": "psf_signal_weight",
@@ -28,7 +46,7 @@ _METRIC_OF = {
     "star_count": "star_count",
 }
 
-VERSION = "1"
+VERSION = "2"
 
 
 def exclusions(metrics: Sequence[Mapping[str, Any]], config: SelectionConfig) -> list[str | None]:
@@ -43,13 +61,44 @@ def exclusions(metrics: Sequence[Mapping[str, Any]], config: SelectionConfig) ->
     """
     fwhm = np.array([_number(m.get("fwhm")) for m in metrics])
     stars = np.array([_number(m.get("star_count")) for m in metrics])
-    median_fwhm = float(np.nanmedian(fwhm)) if np.isfinite(fwhm).any() else np.nan
-    median_stars = float(np.nanmedian(stars)) if np.isfinite(stars).any() else np.nan
+    group = _GroupStatistics(
+        median_fwhm=_nanmedian(fwhm),
+        median_stars=_nanmedian(stars),
+        eccentricity=_robust_centre_and_sigma(
+            np.array([_number(m.get("eccentricity")) for m in metrics])
+        ),
+    )
     reasons: list[str | None] = []
     for sub in metrics:
-        found = _rule_failures(sub, config, median_fwhm, median_stars)
+        found = _rule_failures(sub, config, group)
         reasons.append("; ".join(found) or None)
     return reasons
+
+
+_MIN_ECCENTRICITY_SIGMA = 0.02
+
+
+@dataclass(frozen=True)
+class _GroupStatistics:
+    """What the relative selection rules compare a sub with."""
+
+    median_fwhm: float
+    median_stars: float
+    eccentricity: tuple[float, float]  # median, robust sigma
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _robust_centre_and_sigma(values: np.ndarray) -> tuple[float, float]:
+    """Median and 1.4826 MAD (at least 0.02) of the finite values."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    centre = float(np.median(finite))
+    spread = 1.482602218505602 * float(np.median(np.abs(finite - centre)))
+    return centre, max(spread, _MIN_ECCENTRICITY_SIGMA)
 
 
 def weight_exclusions(weights: Sequence[float], config: SelectionConfig) -> list[str | None]:
@@ -65,9 +114,10 @@ def weight_exclusions(weights: Sequence[float], config: SelectionConfig) -> list
 
 
 def _rule_failures(
-    sub: Mapping[str, Any], config: SelectionConfig, median_fwhm: float, median_stars: float
+    sub: Mapping[str, Any], config: SelectionConfig, group: _GroupStatistics
 ) -> list[str]:
     found = []
+    median_fwhm, median_stars = group.median_fwhm, group.median_stars
     fwhm = _number(sub.get("fwhm"))
     if config.max_fwhm_ratio is not None and fwhm > config.max_fwhm_ratio * median_fwhm:
         found.append(
@@ -79,6 +129,15 @@ def _rule_failures(
         found.append(
             f"eccentricity {eccentricity:.2f} above selection.max_eccentricity "
             f"{config.max_eccentricity:g}"
+        )
+    centre, sigma = group.eccentricity
+    if config.eccentricity_sigma is not None and eccentricity > centre + (
+        config.eccentricity_sigma * sigma
+    ):
+        found.append(
+            f"eccentricity {eccentricity:.2f} above the group median {centre:.2f} + "
+            f"selection.eccentricity_sigma {config.eccentricity_sigma:g} x {sigma:.3f} "
+            f"(robust sigma) = {centre + config.eccentricity_sigma * sigma:.2f}"
         )
     stars = _number(sub.get("star_count"))
     if config.min_star_ratio is not None and stars < config.min_star_ratio * median_stars:
@@ -96,11 +155,33 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
+def provisional_flux_ratios(
+    star_tables: Sequence[np.ndarray], reference: int, config: RegistrationConfig
+) -> np.ndarray:
+    """Flux ratio (reference / sub, matched-star photometry) of every sub to one sub.
+
+    Used to weigh a group's subs before registration (when the reference is yet to be
+    chosen): the stars of each sub are matched to those of sub ``reference`` as registration
+    does. A sub that cannot be matched gets NaN.
+    """
+    ratios = np.full(len(star_tables), np.nan)
+    for index, stars in enumerate(star_tables):
+        if index == reference:
+            ratios[index] = 1.0
+            continue
+        try:
+            ratios[index] = solve_transform(stars, star_tables[reference], config).flux_ratio
+        except RegistrationError:
+            continue
+    return ratios
+
+
 def sub_weights(
     metrics: Sequence[Mapping[str, Any]],
     weighting: Weighting,
     *,
     normalization_factors: Sequence[float] | None = None,
+    flux_ratios: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Relative integration weights of a group's subs (best = 1).
 
@@ -113,10 +194,18 @@ def sub_weights(
         each sub on the reference's signal scale): its weight is 1 / (noise x factor)^2.
     normalization_factors
         Per-sub signal normalization factors; without them ``noise`` falls back to PSF signal.
+    flux_ratios
+        Per-sub flux ratio to a common reference sub (reference / sub). With them PSF Signal
+        Weight and PSF SNR compare the subs over one common star list (module notes); a sub
+        whose ratio is unknown (NaN) then weighs 0. Without them each sub's own PSF values
+        are used.
     """
     if weighting.method == "none":
         return np.ones(len(metrics))
-    if isinstance(weighting, NoiseWeighting) and normalization_factors is not None:
+    common = _common_star_weights(metrics, weighting, flux_ratios)
+    if common is not None:
+        raw = common
+    elif isinstance(weighting, NoiseWeighting) and normalization_factors is not None:
         noise = np.array([_number(m.get("noise")) for m in metrics])
         raw = 1.0 / np.square(noise * np.abs(np.asarray(normalization_factors, dtype=float)))
     elif isinstance(weighting, FormulaWeighting):
@@ -134,3 +223,21 @@ def sub_weights(
         raw = np.array([_number(m.get(key)) for m in metrics])
     raw = np.where(np.isfinite(raw) & (raw > 0), raw, 0.0)
     return raw / raw.max() if raw.max() > 0 else np.ones(len(metrics))
+
+
+def _common_star_weights(
+    metrics: Sequence[Mapping[str, Any]], weighting: Weighting, flux_ratios: Sequence[float] | None
+) -> np.ndarray | None:
+    """PSF Signal Weight / PSF SNR over a common star list, or None where not applicable."""
+    if flux_ratios is None or not isinstance(weighting, PSFSignalWeighting | PSFSNRWeighting):
+        return None
+    ratio = np.array([_number(r) for r in flux_ratios])
+    noise = np.array([_number(m.get("noise")) for m in metrics])
+    transparency = np.where(ratio > 0, 1.0 / ratio, np.nan)
+    if isinstance(weighting, PSFSNRWeighting):
+        return transparency**2 / noise**2
+    area = np.array([_number(m.get("psf_area")) for m in metrics])
+    m_star = np.array([_number(m.get("m_star")) for m in metrics])
+    if not np.isfinite(area).any() or not np.isfinite(m_star).any():
+        return None  # measured by an older version: no PSF areas
+    return transparency**2 / (area * noise * m_star)
