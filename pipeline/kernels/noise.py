@@ -399,11 +399,11 @@ def pixel_noise(image: ArrayLike, *, block: int = 32) -> float:
     -----
     Unlike :func:`mrs_noise`, which reads the noise off the finest wavelet scale and so
     assumes it is white, this is the marginal spread of one pixel, which is what a
-    per-pixel rejection test compares against. Resampling (registration) correlates
-    neighbouring pixels: it lowers a pixel's spread by about 15 % for Lanczos-3 but the
-    finest-scale wavelet response by more, so the MRS estimate of a registered sub is too
-    low for that purpose. Stars and nebulae occupy a minority of tiles, and the median
-    over tiles ignores them.
+    per-pixel rejection test compares against, whatever the noise's correlation.
+    Resampling (registration) correlates neighbouring pixels and lowers a pixel's spread
+    (by about 15-25 % for Lanczos-3, depending on the shift); the MRS estimate of such a
+    sub reads a few per cent lower still. Stars and nebulae occupy a minority of tiles,
+    and the median over tiles ignores them.
     """
     data = float_array(image, "image")
     require_ndim(data, "image", (2,))

@@ -108,9 +108,8 @@ def central_noise(image: np.ndarray, *, side: int = 1024) -> float:
 
     Used on registered subs, whose per-pixel noise resampling has lowered (by about 15 %
     for Lanczos-3) and correlated: :func:`pipeline.kernels.noise.pixel_noise` measures the
-    spread of single pixels, which the rejection compares against (the MRS estimate would
-    read the correlated noise as lower still); the centre is covered by every sub and a
-    crop keeps it cheap.
+    spread of single pixels, which the rejection compares against; the centre is covered by
+    every sub and a crop keeps it cheap.
     """
     rows, cols = image.shape
     top, left = max(0, (rows - side) // 2), max(0, (cols - side) // 2)

@@ -58,7 +58,7 @@ def resolve_rejection(rejection: Rejection, frames: int, *, frame_type: str = "l
     if chosen == "percentile_clip":
         return PercentileRejection()
     if frame_type != "light":
-        return WinsorizedSigmaRejection()
+        return LinearFitRejection() if chosen == "linear_fit" else WinsorizedSigmaRejection()
     return WinsorizedSigmaRejection(low=AUTO_LOW, high=round(auto_high_sigma(frames), 2))
 
 

@@ -74,3 +74,19 @@ def test_read_rows_reads_a_band(tmp_path):
     data = np.arange(60, dtype=np.uint16).reshape(6, 10)
     path = _write(tmp_path / "b.fits", {}, data)
     np.testing.assert_array_equal(read_image(path, rows=slice(2, 4)), data[2:4].astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("cards", "data", "expected"),
+    [
+        ({"SATURATE": 60000}, None, 60000.0),
+        ({"DATAMAX": 4095}, None, 4095.0),
+        ({}, None, 65535.0),  # unsigned 16-bit: BZERO 32768
+        ({}, np.zeros((8, 10), dtype=np.int16), 32767.0),
+        ({}, np.zeros((8, 10), dtype=np.uint8), 255.0),
+        ({}, np.zeros((8, 10), dtype=np.float32), None),
+    ],
+)
+def test_saturation_level_from_header_or_data_type(tmp_path, cards, data, expected):
+    path = _write(tmp_path / "f.fits", cards, data)
+    assert read_metadata(path).saturation == expected

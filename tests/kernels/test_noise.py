@@ -165,3 +165,22 @@ def test_mrs_noise_requires_2d():
         mrs_noise(np.ones((2, 16, 16)))
     with pytest.raises(ValueError, match="2 x 2"):
         mrs_noise(np.ones((1, 16)))
+
+
+def test_pixel_noise_is_the_spread_of_single_pixels_also_after_resampling():
+    """White noise: pixel_noise == std. Lanczos-resampled noise (a registered sub): pixel_noise
+    still equals the per-pixel std."""
+    from pipeline.kernels.noise import pixel_noise
+    from pipeline.kernels.transform import warp_image
+
+    rng = np.random.default_rng(8)
+    white = rng.normal(500.0, 7.0, (1024, 1024)).astype(np.float32)
+    assert pixel_noise(white) == pytest.approx(7.0, rel=0.02)
+    shift = np.array([[1.0, 0.0, 0.47], [0.0, 1.0, 0.53], [0.0, 0.0, 1.0]])
+    warped = warp_image(white, shift, output_shape=white.shape)[8:-8, 8:-8]
+    spread = float(np.std(warped))
+    assert spread < 0.9 * 7.0  # resampling lowers the per-pixel noise
+    assert pixel_noise(warped) == pytest.approx(spread, rel=0.03)
+    with_nan = white.copy()
+    with_nan[:, :300] = np.nan
+    assert pixel_noise(with_nan) == pytest.approx(7.0, rel=0.02)

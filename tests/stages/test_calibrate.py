@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import CalibrationConfig, CosmeticCorrectionConfig
-from pipeline.stages.calibrate import CalibrationMasters, calibrate_light
+from pipeline.stages.calibrate import CalibrationMasters, calibrate_light, raw_saturation
 
 
 @pytest.fixture
@@ -82,3 +82,37 @@ def test_defect_map_pixels_are_replaced(sensor):
     result = calibrate_light(light, masters, CalibrationConfig())
     assert result.notes["defects_corrected"] == 1
     assert abs(result.image[20, 30] - np.median(result.image[18:23, 28:33])) < 20
+
+
+def test_saturated_pixels_keep_a_known_level_through_calibration(sensor):
+    """A clipped raw pixel ends at (level - bias - k dark) / flat: the calibrated level is the
+    lower envelope of that over the frame, so every clipped pixel reaches it."""
+    _, bias, thermal, flat, sky = sensor
+    raw = _light(sensor, 60)
+    clipped = np.zeros(raw.shape, dtype=bool)
+    clipped[10:14, 20:24] = clipped[40:43, 60:63] = True
+    raw[clipped] = 65535.0
+    masters = CalibrationMasters(
+        bias=bias.astype(np.float32),
+        dark=(bias + thermal * 120).astype(np.float32),
+        dark_scale=0.5,
+        flat=(flat / np.median(flat)).astype(np.float32),
+    )
+    config = CalibrationConfig(cosmetic_correction=CosmeticCorrectionConfig(enabled=False))
+    result = calibrate_light(raw, masters, config, saturation=65535.0)
+    level = result.notes["saturation"]
+    assert np.all(result.image[clipped] >= level)
+    exact = (65535.0 - bias - 0.5 * thermal * 120) / (flat / np.median(flat))
+    assert exact.min() <= level <= np.percentile(exact, 1)
+    assert np.all(result.image[~clipped] < 0.1 * level)
+
+
+def test_saturation_level_from_the_frames_own_clipping():
+    raw = np.full((50, 60), 1200.0, dtype=np.float32)
+    raw[5:8, 5:8] = 16380.0  # a 14-bit camera clipping below its data type's 65535
+    assert raw_saturation(raw, 65535.0) == 16380.0
+    assert raw_saturation(raw, None) == 16380.0
+    raw[5:8, 5:8] = 1300.0
+    raw[20, 20] = 9000.0  # one bright pixel is no clipping
+    assert raw_saturation(raw, 65535.0) == 65535.0
+    assert raw_saturation(raw, None) is None

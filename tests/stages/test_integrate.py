@@ -57,3 +57,32 @@ def test_integration_rejects_exactly_the_planted_outliers(method, equalize):
     np.testing.assert_allclose(band.image[0, 0], good.mean(dtype=np.float64), rtol=1e-6)
     assert band.rejected_per_sub[4].tolist() == [0, 1]
     assert band.rejected_per_sub[11].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("frames", [8, 40])
+def test_pure_noise_loses_what_the_thresholds_promise(frames):
+    """Gaussian noise subs, shipped settings (auto + large-scale rejection): the false
+    rejection rate per sub is within 2x of the thresholds' one-sided tail probabilities."""
+    from pipeline.stages.rejection import expected_false_rates, resolve_rejection
+
+    config = parse_config({}).integration
+    rng = np.random.default_rng(frames)
+    stack = rng.normal(1000.0, 10.0, size=(frames, 500, 600)).astype(np.float32)
+    noise = rng.uniform(9.0, 11.0, frames)  # as measured on each sub: a few % off
+    band = integrate_band(
+        stack,
+        normalizations=[Normalization(factor=(1.0,), offset=(0.0,))] * frames,
+        weights=np.ones(frames),
+        rejection=config.rejection,
+        sub_noise=noise,
+        pivot=[1000.0],
+        large_scale=config.large_scale_rejection,
+    )
+    rates = band.rejected_per_sub.sum(axis=0) / (frames * 500 * 600)
+    promised = expected_false_rates(resolve_rejection(config.rejection, frames))
+    print(
+        f"N={frames}: low {rates[0]:.2e} (tail {promised['low']:.2e}), "
+        f"high {rates[1]:.2e} (tail {promised['high']:.2e})"
+    )
+    assert promised["high"] / 2 <= rates[1] <= 2 * promised["high"]
+    assert promised["low"] / 2 <= rates[0] <= 2 * promised["low"]

@@ -89,9 +89,7 @@ def test_psf_stars_are_spread_over_the_field_and_away_from_edges(night):
     _, subs = night
     detection = measure.detect_stars(subs[3.0], CONFIG.measurement, saturation=FULL_WELL)
     choice = measure.choose_psf_stars(detection, SHAPE, CONFIG.measurement)
-    cells = set(
-        zip((choice.x * 4 // SHAPE[1]).astype(int), (choice.y * 4 // SHAPE[0]).astype(int))
-    )
+    cells = set(zip((choice.x * 4 // SHAPE[1]).astype(int), (choice.y * 4 // SHAPE[0]).astype(int)))
     assert len(cells) == 16
     assert choice.counts["chosen"] == CONFIG.measurement.psf_stars
     assert choice.counts["edge"] > 0 and choice.counts["blended"] > 0
@@ -113,9 +111,7 @@ def test_a_blended_pair_is_not_a_psf_star():
 
 def _group_weights(subs: list[np.ndarray]) -> np.ndarray:
     results = [measure.measure_frame(s, CONFIG.measurement, saturation=FULL_WELL) for s in subs]
-    ratios = select.provisional_flux_ratios(
-        [r.stars for r in results], 0, CONFIG.registration
-    )
+    ratios = select.provisional_flux_ratios([r.stars for r in results], 0, CONFIG.registration)
     return select.sub_weights(
         [r.metrics() for r in results], CONFIG.weighting.weights, flux_ratios=ratios
     )

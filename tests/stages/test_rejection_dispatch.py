@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config.loader import parse_config
 from pipeline.config.models import AutoRejection
-from pipeline.stages.rejection import rejection_masks, resolve_rejection
+from pipeline.stages.rejection import expected_false_rates, rejection_masks, resolve_rejection
 
 METHODS = [
     {"method": "sigma_clip"},
@@ -31,7 +31,37 @@ def test_every_configured_method_rejects_a_satellite_trail(method):
 
 
 @pytest.mark.parametrize(
-    ("frames", "expected"), [(4, "percentile_clip"), (10, "winsorized_sigma"), (40, "linear_fit")]
+    ("frames", "expected", "high"),
+    [
+        (4, "percentile_clip", None),
+        (6, "winsorized_sigma", 3.0),
+        (10, "winsorized_sigma", 3.09),
+        (40, "winsorized_sigma", 3.48),
+        (200, "winsorized_sigma", 3.89),
+    ],
 )
-def test_auto_follows_wbpp_by_number_of_subs(frames, expected):
-    assert resolve_rejection(AutoRejection(), frames).method == expected
+def test_auto_rejection_by_number_of_subs(frames, expected, high):
+    chosen = resolve_rejection(AutoRejection(), frames)
+    assert chosen.method == expected
+    if high is not None:
+        assert chosen.high == pytest.approx(high, abs=0.005)
+        assert chosen.low == 4.0
+
+
+def test_auto_high_threshold_keeps_one_percent_false_rejections_per_pixel_stack():
+    for frames in (8, 25, 60, 150):
+        tail = expected_false_rates(resolve_rejection(AutoRejection(), frames))["high"]
+        assert frames * tail == pytest.approx(0.01, rel=0.02)
+
+
+def test_calibration_masters_keep_wbpp_choice():
+    assert resolve_rejection(AutoRejection(), 40, frame_type="bias").high == 3.0
+    assert resolve_rejection(AutoRejection(), 40, frame_type="flat").method == "linear_fit"
+
+
+def test_expected_false_rates_only_for_sigma_thresholds():
+    config = parse_config({"integration": {"rejection": {"method": "sigma_clip", "high": 2}}})
+    rates = expected_false_rates(config.integration.rejection)
+    assert rates == pytest.approx({"low": 3.167e-5, "high": 0.02275}, rel=1e-3)
+    linear = parse_config({"integration": {"rejection": {"method": "linear_fit"}}})
+    assert expected_false_rates(linear.integration.rejection) is None
