@@ -379,7 +379,7 @@ class SelectionConfig(_Section):
         description="Exclude subs whose median star eccentricity exceeds this absolute bound.",
     )
     eccentricity_sigma: float | None = Field(
-        3.0,
+        4.0,
         gt=0,
         description="Exclude subs whose eccentricity exceeds the group median by this many "
         "robust sigmas (1.4826 MAD of the group, at least 0.02): judged against the night.",

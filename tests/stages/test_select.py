@@ -20,7 +20,7 @@ def test_a_night_of_elongated_stars_loses_only_its_outlier():
     dropped = [i for i, r in enumerate(reasons) if r]
     assert dropped == [7]
     assert "group median 0.67" in reasons[7] and "robust sigma" in reasons[7]
-    assert "selection.eccentricity_sigma 3" in reasons[7]
+    assert "selection.eccentricity_sigma 4" in reasons[7]
 
 
 def test_the_absolute_eccentricity_bound_is_still_available():
