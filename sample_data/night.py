@@ -171,6 +171,7 @@ def generate_night(
     eccentricity_spread: float = 0.0,
     star_peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
     star_dynamic_range: float = STAR_DYNAMIC_RANGE,
+    star_count_slope: float = STAR_COUNT_SLOPE,
     n_bias: int = N_BIAS,
     n_darks: int = N_DARKS,
     n_flats: int = N_FLATS,
@@ -244,8 +245,11 @@ def generate_night(
         their wings fall below 0.5 ADU (``NightTruth.psf_wing_adu``) so a saturated star
         has no square cut-off.
     star_dynamic_range : float
-        Brightest over faintest possible star flux (at least 1); the counts follow
-        ``N(>F) ~ F**-0.7`` between the two.
+        Brightest over faintest possible star flux (at least 1).
+    star_count_slope : float
+        Slope of the star counts, ``N(>F) ~ F**-star_count_slope`` between the faintest
+        and the brightest star (0.7 by default; shallower gives more bright stars per
+        faint one).
     n_bias, n_darks, n_flats : int
         Bias frames; darks per dark exposure; flats per filter.
     dark_exposures : sequence of float
@@ -286,6 +290,7 @@ def generate_night(
         eccentricity_spread=eccentricity_spread,
         star_peak_limit_adu=star_peak_limit_adu,
         star_dynamic_range=star_dynamic_range,
+        star_count_slope=star_count_slope,
         n_bias=n_bias,
         n_darks=n_darks,
         n_flats=n_flats,
@@ -346,6 +351,7 @@ def _validate_options(
     eccentricity_spread: float,
     star_peak_limit_adu: float,
     star_dynamic_range: float,
+    star_count_slope: float,
     counts: dict[str, int],
     dark_exposures: Sequence[float],
     cosmic_ray_count: float,
@@ -364,6 +370,8 @@ def _validate_options(
         problems.append(f"star_peak_limit_adu must be positive, got {star_peak_limit_adu!r}")
     if not (math.isfinite(star_dynamic_range) and star_dynamic_range >= 1.0):
         problems.append(f"star_dynamic_range must be at least 1, got {star_dynamic_range!r}")
+    if not (math.isfinite(star_count_slope) and star_count_slope > 0.0):
+        problems.append(f"star_count_slope must be positive, got {star_count_slope!r}")
     for name, value in counts.items():
         if int(value) != value or value < 0:
             problems.append(f"{name} must be a whole number >= 0, got {value!r}")
@@ -394,6 +402,7 @@ def draw_truth(
     eccentricity_spread: float = 0.0,
     star_peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
     star_dynamic_range: float = STAR_DYNAMIC_RANGE,
+    star_count_slope: float = STAR_COUNT_SLOPE,
     n_bias: int = N_BIAS,
     n_darks: int = N_DARKS,
     n_flats: int = N_FLATS,
@@ -426,8 +435,9 @@ def draw_truth(
         ``cosmic_rays`` empty).
     filters, fwhm, fwhm_range, eccentricity, eccentricity_spread : optional
         Filters shot and the seeing and optics (see :func:`generate_night`).
-    star_peak_limit_adu, star_dynamic_range : float
-        Brightest star's peak and the flux range of the stars (see :func:`generate_night`).
+    star_peak_limit_adu, star_dynamic_range, star_count_slope : float
+        Brightest star's peak, the flux range and the count slope of the stars (see
+        :func:`generate_night`).
     n_bias, n_darks, n_flats, dark_exposures, cosmic_ray_count : optional
         Calibration counts, dark exposures and cosmic rays (see :func:`generate_night`).
 
@@ -451,6 +461,7 @@ def draw_truth(
         eccentricity_spread=eccentricity_spread,
         star_peak_limit_adu=star_peak_limit_adu,
         star_dynamic_range=star_dynamic_range,
+        star_count_slope=star_count_slope,
         counts={"n_bias": n_bias, "n_darks": n_darks, "n_flats": n_flats},
         dark_exposures=dark_exposures,
         cosmic_ray_count=cosmic_ray_count,
@@ -476,6 +487,7 @@ def draw_truth(
         peak_adu_per_flux=per_flux,
         peak_limit_adu=star_peak_limit_adu,
         dynamic_range=star_dynamic_range,
+        count_slope=star_count_slope,
     )
     nebula = _draw_nebula(rng, width, height)
     flats = _schedule_flats(rng, chosen, n_flats)
@@ -591,11 +603,12 @@ def _draw_stars(
     peak_adu_per_flux: float | None = None,
     peak_limit_adu: float = STAR_PEAK_LIMIT_ADU,
     dynamic_range: float = STAR_DYNAMIC_RANGE,
+    count_slope: float = STAR_COUNT_SLOPE,
 ) -> NDArray[np.float64]:
     """Stars on a sky disc that covers every dithered/flipped/rotated sub.
 
     Returns an ``(n, 3)`` array: sky ``x, y`` and L-band flux (e-/s), a truncated
-    power law ``N(>F) ~ F**-0.7`` over ``dynamic_range`` whose brightest possible star
+    power law ``N(>F) ~ F**-count_slope`` over ``dynamic_range`` whose brightest possible star
     peaks at ``peak_limit_adu`` in the least favourable sub (sharpest seeing).
     ``peak_adu_per_flux`` (Moffat peak in ADU per e-/s of flux in that sub) defaults
     to :func:`_peak_adu_per_flux` of the L/Ha filters.
@@ -608,8 +621,8 @@ def _draw_stars(
     per_flux = _peak_adu_per_flux() if peak_adu_per_flux is None else peak_adu_per_flux
     f_max = peak_limit_adu / per_flux
     f_min = f_max / dynamic_range
-    tail = 1.0 - (f_min / f_max) ** STAR_COUNT_SLOPE
-    flux = f_min * (1.0 - rng.uniform(0.0, 1.0, n) * tail) ** (-1.0 / STAR_COUNT_SLOPE)
+    tail = 1.0 - (f_min / f_max) ** count_slope
+    flux = f_min * (1.0 - rng.uniform(0.0, 1.0, n) * tail) ** (-1.0 / count_slope)
     return np.column_stack([cx + r * np.cos(theta), cy + r * np.sin(theta), flux])
 
 
