@@ -15,10 +15,17 @@ A mono R, G, B night (each filter its own sky, gradient, throughput and star col
 >>> from sample_data import generate_rgb_night
 >>> rgb = generate_rgb_night("rgb_night")            # doctest: +SKIP
 >>> rgb.reference_stars(rgb.lights("R")[0])          # doctest: +SKIP
+
+Nights at real scale (4096x3072, saturated stars, seeing 2-4.5 px) and of elongated stars:
+
+>>> from sample_data import generate_elongated_night, generate_large_night
+>>> big = generate_large_night("big_night", n_lights=4)   # doctest: +SKIP
+>>> big.stars_with_raw_peaks(0)["saturated"].sum()        # doctest: +SKIP
 """
 
 from sample_data.color import generate_color_night
 from sample_data.color_truth import ColorLightTruth, ColorNightTruth, load_color_truth
+from sample_data.large import generate_elongated_night, generate_large_night
 from sample_data.night import generate_night
 from sample_data.rgb import generate_rgb_night
 from sample_data.truth import LightTruth, NightTruth, load_truth
@@ -29,6 +36,8 @@ __all__ = [
     "LightTruth",
     "NightTruth",
     "generate_color_night",
+    "generate_elongated_night",
+    "generate_large_night",
     "generate_night",
     "generate_rgb_night",
     "load_color_truth",
