@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "BackgroundExtractionConfig",
@@ -382,7 +382,7 @@ class SelectionConfig(_Section):
         4.0,
         gt=0,
         description="Exclude subs whose eccentricity exceeds the group median by this many "
-        "robust sigmas (1.4826 MAD of the group, at least 0.02): judged against the night.",
+        "robust sigmas (1.4826 MAD of the group, at least 0.05): judged against the night.",
     )
     min_star_ratio: float | None = Field(
         0.3, gt=0, lt=1, description="Exclude subs with fewer stars than this times the median."
@@ -393,18 +393,30 @@ class SelectionConfig(_Section):
 
 
 class LargeScaleRejection(_Section):
-    """Grow high rejections of bright structures (trails, cosmic-ray clusters) into their
+    """Grow high rejections of bright structures (trails, large cosmic-ray clusters) into their
     faint edges, sub by sub."""
 
     growth: int = Field(
         2, ge=1, le=16, description="Pixels around a rejected structure rejected as well."
     )
     min_pixels: int = Field(
-        3,
+        10,
         ge=1,
         description="Rejected pixels in a pixel's (2 growth + 1)^2 neighbourhood that make "
-        "it part of a structure (isolated noise rejections never grow).",
+        "it part of a structure: 10 of 25 is a band two pixels wide; noise rejections and "
+        "single cosmic-ray hits never grow.",
     )
+
+    @model_validator(mode="after")
+    def _reachable(self) -> LargeScaleRejection:
+        box = (2 * self.growth + 1) ** 2
+        if self.min_pixels > box:
+            raise ValueError(
+                f"min_pixels {self.min_pixels} exceeds the {box} pixels of the "
+                f"(2 growth + 1)^2 neighbourhood for growth {self.growth}: nothing would grow; "
+                f"lower min_pixels or raise growth"
+            )
+        return self
 
 
 class IntegrationMaps(_Section):

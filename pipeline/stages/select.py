@@ -75,7 +75,7 @@ def exclusions(metrics: Sequence[Mapping[str, Any]], config: SelectionConfig) ->
     return reasons
 
 
-_MIN_ECCENTRICITY_SIGMA = 0.02
+_MIN_ECCENTRICITY_SIGMA = 0.05
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _nanmedian(values: np.ndarray) -> float:
 
 
 def _robust_centre_and_sigma(values: np.ndarray) -> tuple[float, float]:
-    """Median and 1.4826 MAD (at least 0.02) of the finite values."""
+    """Median and 1.4826 MAD (at least 0.05) of the finite values."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")

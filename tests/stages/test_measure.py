@@ -89,7 +89,9 @@ def test_psf_stars_are_spread_over_the_field_and_away_from_edges(night):
     _, subs = night
     detection = measure.detect_stars(subs[3.0], CONFIG.measurement, saturation=FULL_WELL)
     choice = measure.choose_psf_stars(detection, SHAPE, CONFIG.measurement)
-    cells = set(zip((choice.x * 4 // SHAPE[1]).astype(int), (choice.y * 4 // SHAPE[0]).astype(int)))
+    column = (choice.x * 4 // SHAPE[1]).astype(int)
+    row = (choice.y * 4 // SHAPE[0]).astype(int)
+    cells = set(zip(column, row, strict=True))
     assert len(cells) == 16
     assert choice.counts["chosen"] == CONFIG.measurement.psf_stars
     assert choice.counts["edge"] > 0 and choice.counts["blended"] > 0
