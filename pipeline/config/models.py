@@ -310,6 +310,22 @@ class PSFSNRWeighting(_Section):
     method: Literal["psf_snr"] = "psf_snr"
 
 
+class ApertureSNRWeighting(_Section):
+    """Weights that maximise the SNR of stars measured in a fixed aperture of the master.
+
+    A sub's stars put ``T f`` of their light into an aperture of ``aperture`` times the group's
+    median FWHM (``T`` its transparency from matched-star photometry, ``f`` the fraction of
+    its Moffat PSF inside that radius), against a normalized noise variance ``sigma^2 / T^2``:
+    the inverse-variance-optimal weight is ``T^2 f / sigma^2``. Sharper subs weigh more, by as
+    much as their stars gain in the aperture.
+    """
+
+    method: Literal["aperture_snr"] = "aperture_snr"
+    aperture: float = Field(
+        1.5, gt=0, le=10, description="Aperture radius in units of the group's median FWHM."
+    )
+
+
 class SNRWeighting(_Section):
     """Signal-to-noise ratio of the sub."""
 
@@ -347,7 +363,8 @@ class EqualWeighting(_Section):
 
 
 Weighting = Annotated[
-    PSFSignalWeighting
+    ApertureSNRWeighting
+    | PSFSignalWeighting
     | PSFSNRWeighting
     | SNRWeighting
     | NoiseWeighting
@@ -362,7 +379,9 @@ class WeightingConfig(_Section):
     """How each sub's integration weight is computed."""
 
     weights: Weighting = Field(
-        default_factory=PSFSignalWeighting, description="Weighting method and its parameters."
+        default_factory=ApertureSNRWeighting,
+        description="Weighting method and its parameters (the registration reference is "
+        "always the kept sub with the best PSF Signal Weight).",
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from dask import delayed
 
 from pipeline import __version__
-from pipeline.config.models import PipelineConfig
+from pipeline.config.models import PipelineConfig, PSFSignalWeighting
 from pipeline.engine import combine as combination
 from pipeline.engine import execution, tasks
 from pipeline.engine.lock import OutputLock, lock_holder
@@ -408,6 +408,9 @@ def _pinned_masters(calibration) -> dict[FrameType, Any]:
 def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
     """Apply the selection rules to a group's measured subs and pick the reference.
 
+    The reference is the kept sub with the best PSF Signal Weight on common terms (sharp
+    stars, clear sky, low noise), whatever ``weighting.weights`` the integration uses.
+
     Returns
     -------
     dict
@@ -422,11 +425,12 @@ def select_subs(lights: list[Record], config: PipelineConfig) -> Record:
         )
     metrics = [light["measure"]["result"]["metrics"] for light in measured]
     reasons = select.exclusions(metrics, config.selection)
-    weights = select.sub_weights(
-        metrics, config.weighting.weights, flux_ratios=_provisional_flux_ratios(measured, config)
-    )
+    ratios = _provisional_flux_ratios(measured, config)
+    weights = select.sub_weights(metrics, config.weighting.weights, flux_ratios=ratios)
+    # the reference: sharp and well exposed, whatever weights the integration uses
+    quality = select.sub_weights(metrics, PSFSignalWeighting(), flux_ratios=ratios)
     excluded = {light["frame"]: r for light, r in zip(measured, reasons, strict=True) if r}
-    kept = [(light, w) for light, w, r in zip(measured, weights, reasons, strict=True) if not r]
+    kept = [(light, q) for light, q, r in zip(measured, quality, reasons, strict=True) if not r]
     requested = config.registration.reference
     if requested != "auto":
         reference = _named_reference(measured, requested)
@@ -453,7 +457,12 @@ def _provisional_flux_ratios(measured: list[Record], config: PipelineConfig) -> 
         for light in measured
     ]
     counts = [light["measure"]["result"]["metrics"]["star_count"] for light in measured]
-    return select.provisional_flux_ratios(tables, int(np.argmax(counts)), config.registration)
+    flags = [
+        tasks.saturated_flags(light, len(t)) for light, t in zip(measured, tables, strict=True)
+    ]
+    return select.provisional_flux_ratios(
+        tables, int(np.argmax(counts)), config.registration, saturated=flags
+    )
 
 
 def _named_reference(lights: list[Record], requested: str) -> Record:

@@ -388,7 +388,11 @@ def calibrate_and_measure(
             config.measurement,
             saturation=cal_record["result"].get("saturation"),
         )
-        return {}, {"metrics": result.metrics(), "stars": result.stars.round(4).tolist()}
+        return {}, {
+            "metrics": result.metrics(),
+            "stars": result.stars.round(4).tolist(),
+            "stars_saturated": result.stars_saturated.tolist(),
+        }
 
     try:
         cal_record = cached(store, "calibrate", cal_key, compute_calibration)
@@ -510,7 +514,15 @@ def register_frame(
             solution = register.RegistrationSolution(np.eye(3), len(stars), 0.0)
             warped = image
         else:
-            solution = register.solve_transform(stars, ref_stars, config.registration)
+            solution = register.solve_transform(
+                stars,
+                ref_stars,
+                config.registration,
+                saturated=(
+                    saturated_flags(light, len(stars)),
+                    saturated_flags(reference, len(ref_stars)),
+                ),
+            )
             warped = register.warp_to_reference(
                 image,
                 solution.matrix,
@@ -547,6 +559,12 @@ def register_frame(
 
 
 # --------------------------------------------------------------------------- integration
+def saturated_flags(light: Record, count: int) -> np.ndarray:
+    """Which stars of a measured sub's star table are saturated (none for older records)."""
+    flags = light["measure"]["result"].get("stars_saturated")
+    return np.asarray(flags, dtype=bool) if flags is not None else np.zeros(count, dtype=bool)
+
+
 def _registered_cards(light: Record, solution: register.RegistrationSolution) -> dict[str, Any]:
     metrics = light["measure"]["result"]["metrics"]
     return {

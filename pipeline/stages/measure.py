@@ -33,7 +33,7 @@ __all__ = [
     "measure_frame",
 ]
 
-VERSION = "5"
+VERSION = "6"
 
 _SEP_PIXSTACK = 3_000_000
 _SHARPNESS_CUT = 0.3
@@ -41,7 +41,6 @@ _PLATEAU_FRACTION = 0.98  # core pixels this close to the peak form a saturation
 _PLATEAU_PIXELS = 3  # ... and this many of them (peak included) mark a clipped star
 _NEIGHBOUR_FLUX = 0.02  # a neighbour brighter than this fraction of a star spoils its fit
 _GRID_CELLS = 4  # PSF stars are spread over a 4 x 4 grid of the frame
-_MIN_UNSATURATED_TABLE = 20  # keep saturated stars in the star table only below this
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,8 @@ class FrameMeasurement:
     ----------
     stars
         (N, 3) array of x, y, flux of the brightest isolated stars, brightest first.
+    stars_saturated
+        (N,) bool: which of ``stars`` are saturated (no photometry from them).
     background
         Global background level (ADU).
     noise
@@ -68,6 +69,8 @@ class FrameMeasurement:
     psf_area
         Median area (px^2) of the fitted stars' FWTM ellipses: how widely the sub spreads a
         star's light, the same for every star of the sub whatever its flux.
+    psf_beta
+        Median Moffat exponent of the fitted stars.
     m_star
         PixInsight's ``M*`` background residual estimate (the PSF Signal Weight's
         denominator, with the noise).
@@ -79,6 +82,7 @@ class FrameMeasurement:
     """
 
     stars: np.ndarray
+    stars_saturated: np.ndarray
     star_count: int
     background: float
     noise: float
@@ -89,6 +93,7 @@ class FrameMeasurement:
     psf_snr: float
     psf_stars: int
     psf_area: float
+    psf_beta: float
     m_star: float
     saturation: float
     psf_choice: dict[str, int]
@@ -97,6 +102,7 @@ class FrameMeasurement:
         """The scalar metrics as a JSON-ready dict."""
         values = asdict(self)
         values.pop("stars")
+        values.pop("stars_saturated")
         return {
             key: float(value) if isinstance(value, float) else value
             for key, value in values.items()
@@ -123,8 +129,10 @@ class StarDetection:
     Attributes
     ----------
     stars
-        (N, 3) array of x, y, flux of the brightest isolated unsaturated stars, brightest
-        first (saturated ones only where fewer than 20 others are left).
+        (N, 3) array of x, y, flux of the brightest isolated stars, brightest first.
+    stars_saturated
+        (N,) bool: which of ``stars`` are saturated (their centroids serve registration,
+        their clipped fluxes no photometry).
     count
         Number of detections (cosmic rays excluded) before the cut to the brightest.
     background, rms
@@ -139,6 +147,7 @@ class StarDetection:
     """
 
     stars: np.ndarray
+    stars_saturated: np.ndarray
     count: int
     background: float
     rms: float
@@ -192,12 +201,10 @@ def detect_stars(
     )
     objects = _without_cosmic_rays(objects)
     saturated = saturated_detections(data, objects, saturation, config.max_peak_fraction)
-    table_objects = objects
-    if np.count_nonzero(~saturated) >= _MIN_UNSATURATED_TABLE:
-        table_objects = objects[~saturated]
-    stars = _star_table(subtracted, table_objects, config.max_stars, mask)
+    stars, stars_saturated = _star_table(subtracted, objects, saturated, config.max_stars, mask)
     return StarDetection(
         stars=stars,
+        stars_saturated=stars_saturated,
         count=int(len(objects)),
         background=float(background.globalback),
         rms=rms,
@@ -335,6 +342,7 @@ def measure_frame(
     weight_noise = noise if np.isfinite(noise) and noise > 0 else rms
     return FrameMeasurement(
         stars=stars,
+        stars_saturated=detection.stars_saturated,
         star_count=detection.count,
         background=detection.background,
         noise=noise,
@@ -345,6 +353,7 @@ def measure_frame(
         psf_snr=float(kweights.psf_snr(fits.signal[good], noise=weight_noise)),
         psf_stars=int(good.sum()),
         psf_area=_median(fits.signal_area[good]),
+        psf_beta=_median(fits.beta[good]),
         m_star=float(m_star),
         saturation=float(saturation) if saturation is not None else float("nan"),
         psf_choice={**choice.counts, "fitted": int(good.sum())},
@@ -395,14 +404,22 @@ def _without_cosmic_rays(objects: np.ndarray) -> np.ndarray:
 
 
 def _star_table(
-    subtracted: np.ndarray, objects: np.ndarray, max_stars: int, mask: np.ndarray
-) -> np.ndarray:
-    """Windowed centroids and fluxes of the brightest clean detections, brightest first."""
+    subtracted: np.ndarray,
+    objects: np.ndarray,
+    saturated: np.ndarray,
+    max_stars: int,
+    mask: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed centroids and fluxes of the brightest clean detections, brightest first,
+    and which of them are saturated."""
     if len(objects) == 0:
-        return np.zeros((0, 3))
-    clean = objects[(objects["flag"] & (sep.OBJ_MERGED | sep.OBJ_TRUNC | sep.APER_TRUNC)) == 0]
-    clean = clean if len(clean) >= 3 else objects
-    clean = clean[np.argsort(clean["flux"])[::-1][:max_stars]]
+        return np.zeros((0, 3)), np.zeros(0, dtype=bool)
+    clean_rows = (objects["flag"] & (sep.OBJ_MERGED | sep.OBJ_TRUNC | sep.APER_TRUNC)) == 0
+    if np.count_nonzero(clean_rows) < 3:
+        clean_rows = np.ones(len(objects), dtype=bool)
+    clean, clipped = objects[clean_rows], saturated[clean_rows]
+    order = np.argsort(clean["flux"])[::-1][:max_stars]
+    clean, clipped = clean[order], clipped[order]
     radius, _ = sep.flux_radius(
         subtracted,
         clean["x"],
@@ -417,20 +434,23 @@ def _star_table(
     x, y, _ = sep.winpos(subtracted, clean["x"], clean["y"], sigma, mask=mask)
     flux = _aperture_flux(subtracted, x, y, radius, mask)
     stars = np.column_stack([x, y, flux]).astype(np.float64)
-    stars = stars[np.all(np.isfinite(stars), axis=1) & (stars[:, 2] > 0)]
-    return stars[np.argsort(stars[:, 2])[::-1]]
+    good = np.all(np.isfinite(stars), axis=1) & (stars[:, 2] > 0)
+    stars, clipped = stars[good], clipped[good]
+    order = np.argsort(stars[:, 2])[::-1]
+    return stars[order], clipped[order]
 
 
 def _aperture_flux(
     subtracted: np.ndarray, x: np.ndarray, y: np.ndarray, radius: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
-    """Fluxes in one circular aperture (3x the median half-light radius) with a local annulus.
+    """Fluxes in one circular aperture (3x the median half-light radius).
 
     A fixed aperture measures the same fraction of every star's light whatever its SNR, so
-    flux ratios between subs (transparency) are unbiased; isophotal fluxes are not.
+    flux ratios between subs (transparency) are unbiased; isophotal fluxes are not. The
+    background is sep's sigma-clipped background map (already subtracted), not a local
+    annulus: an annulus mean picks up neighbouring stars, more of them the wider the PSF,
+    which biased a blurry sub's fluxes low by 2-3 % against a sharp one in a dense field.
     """
     aperture = max(3.0, 3.0 * float(np.median(radius[np.isfinite(radius)])))
-    flux, _, _ = sep.sum_circle(
-        subtracted, x, y, aperture, mask=mask, bkgann=(aperture + 2.0, aperture + 6.0), subpix=5
-    )
+    flux, _, _ = sep.sum_circle(subtracted, x, y, aperture, mask=mask, subpix=5)
     return flux

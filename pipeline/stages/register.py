@@ -48,9 +48,17 @@ class RegistrationSolution:
 
 
 def solve_transform(
-    stars: np.ndarray, reference_stars: np.ndarray, config: RegistrationConfig
+    stars: np.ndarray,
+    reference_stars: np.ndarray,
+    config: RegistrationConfig,
+    *,
+    saturated: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RegistrationSolution:
     """Find the transform mapping ``stars`` (x, y, flux rows) onto ``reference_stars``.
+
+    ``saturated`` flags, per star of each table, the stars whose flux is clipped: they
+    help the match (the brightest stars are the same in every sub, saturated or not) but
+    not the photometric flux ratio.
 
     Raises
     ------
@@ -80,7 +88,13 @@ def solve_transform(
             matrix = fit_transform(config.transform, source, target, weights)
     residual = _apply(matrix, source) - target
     rms = float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
-    ratio = _flux_ratio(stars[sub_index, 2], reference_stars[ref_index, 2])
+    photometric = np.ones(len(sub_index), dtype=bool)
+    if saturated is not None:
+        photometric = ~(np.asarray(saturated[0], bool)[sub_index])
+        photometric &= ~(np.asarray(saturated[1], bool)[ref_index])
+    ratio = _flux_ratio(
+        stars[sub_index[photometric], 2], reference_stars[ref_index[photometric], 2]
+    )
     return RegistrationSolution(matrix=matrix, matched=int(len(source)), rms=rms, flux_ratio=ratio)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.models import (
+    ApertureSNRWeighting,
     FormulaWeighting,
     NoiseWeighting,
     PSFSignalWeighting,
@@ -156,23 +157,30 @@ def _number(value: Any) -> float:
 
 
 def provisional_flux_ratios(
-    star_tables: Sequence[np.ndarray], reference: int, config: RegistrationConfig
+    star_tables: Sequence[np.ndarray],
+    reference: int,
+    config: RegistrationConfig,
+    *,
+    saturated: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Flux ratio (reference / sub, matched-star photometry) of every sub to one sub.
 
     Used to weigh a group's subs before registration (when the reference is yet to be
     chosen): the stars of each sub are matched to those of sub ``reference`` as registration
-    does. A sub that cannot be matched gets NaN.
+    does; ``saturated`` flags each table's saturated stars, left out of the photometry. A
+    sub that cannot be matched gets NaN.
     """
     ratios = np.full(len(star_tables), np.nan)
     for index, stars in enumerate(star_tables):
         if index == reference:
             ratios[index] = 1.0
             continue
+        flags = None if saturated is None else (saturated[index], saturated[reference])
         try:
-            ratios[index] = solve_transform(stars, star_tables[reference], config).flux_ratio
+            solution = solve_transform(stars, star_tables[reference], config, saturated=flags)
         except RegistrationError:
             continue
+        ratios[index] = solution.flux_ratio
     return ratios
 
 
@@ -228,16 +236,36 @@ def sub_weights(
 def _common_star_weights(
     metrics: Sequence[Mapping[str, Any]], weighting: Weighting, flux_ratios: Sequence[float] | None
 ) -> np.ndarray | None:
-    """PSF Signal Weight / PSF SNR over a common star list, or None where not applicable."""
-    if flux_ratios is None or not isinstance(weighting, PSFSignalWeighting | PSFSNRWeighting):
+    """PSF Signal Weight / PSF SNR / aperture SNR over a common star list (None: not one)."""
+    common = PSFSignalWeighting | PSFSNRWeighting | ApertureSNRWeighting
+    if flux_ratios is None or not isinstance(weighting, common):
         return None
     ratio = np.array([_number(r) for r in flux_ratios])
     noise = np.array([_number(m.get("noise")) for m in metrics])
     transparency = np.where(ratio > 0, 1.0 / ratio, np.nan)
     if isinstance(weighting, PSFSNRWeighting):
         return transparency**2 / noise**2
+    if isinstance(weighting, ApertureSNRWeighting):
+        fwhm = np.array([_number(m.get("fwhm")) for m in metrics])
+        beta = np.array([_number(m.get("psf_beta", MOFFAT_BETA)) for m in metrics])
+        radius = weighting.aperture * _nanmedian(fwhm)
+        return transparency**2 * moffat_enclosed(radius, fwhm, beta) / noise**2
     area = np.array([_number(m.get("psf_area")) for m in metrics])
     m_star = np.array([_number(m.get("m_star")) for m in metrics])
     if not np.isfinite(area).any() or not np.isfinite(m_star).any():
         return None  # measured by an older version: no PSF areas
     return transparency**2 / (area * noise * m_star)
+
+
+MOFFAT_BETA = 3.5
+"""Moffat exponent assumed for subs measured without one."""
+
+
+def moffat_enclosed(radius: float, fwhm: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Fraction of a round Moffat PSF's light inside a circle of ``radius`` px.
+
+    ``1 - (1 + (r / alpha)^2)^(1 - beta)`` with ``alpha = FWHM / (2 sqrt(2^(1/beta) - 1))``.
+    """
+    beta = np.where(np.isfinite(beta) & (beta > 1.0), beta, MOFFAT_BETA)
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    return 1.0 - (1.0 + (radius / alpha) ** 2) ** (1.0 - beta)

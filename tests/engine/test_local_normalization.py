@@ -50,7 +50,9 @@ def _flatness(night: Path, truth, outdir: Path, group: str) -> tuple[float, floa
     info = manifest["integration"][group]
     light = truth.light(str(Path(info["reference"]).relative_to(night)))
     stars = truth.star_image(light)
-    scene = truth.clean_background(dataclasses.replace(light, sky_gradient=0.0)) + stars
+    # the clean sky of the reference: no gradient, and no trail even if the reference has one
+    scene = truth.clean_background(dataclasses.replace(light, sky_gradient=0.0), trail=False)
+    scene = scene + stars
     with fits.open(outdir / "masters" / f"master_light_{group}.fits") as hdul:
         master = hdul[0].data.astype(np.float64)
         seen = hdul["COUNT"].data + hdul["REJLOW"].data + hdul["REJHIGH"].data

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config.loader import parse_config
+from pipeline.config.models import PSFSignalWeighting
 from pipeline.stages import measure, select
 from sample_data import sky
 
@@ -73,16 +74,18 @@ def test_saturated_stars_are_found_without_a_saturation_level(night):
     assert result.fwhm == pytest.approx(2.2, rel=0.05)
 
 
-def test_star_table_leaves_saturated_stars_out(night):
+def test_star_table_flags_its_saturated_stars(night):
     _, subs = night
     detection = measure.detect_stars(subs[2.2], CONFIG.measurement, saturation=FULL_WELL)
     core = detection.objects[detection.saturated]
-    table = detection.stars
+    table, flagged = detection.stars, detection.stars_saturated
     distance = np.hypot(
         table[:, None, 0] - core["x"][None, :], table[:, None, 1] - core["y"][None, :]
-    )
+    ).min(axis=1)
     assert CONFIG.measurement.max_stars - 5 <= len(table) <= CONFIG.measurement.max_stars
-    assert distance.min() > 1.0
+    # the brightest stars stay for matching (the same in every sub), flagged
+    assert flagged[:20].all()
+    np.testing.assert_array_equal(flagged, distance < 1.0)
 
 
 def test_psf_stars_are_spread_over_the_field_and_away_from_edges(night):
@@ -111,21 +114,30 @@ def test_a_blended_pair_is_not_a_psf_star():
     assert len(chosen) == 3
 
 
-def _group_weights(subs: list[np.ndarray]) -> np.ndarray:
+def _group_weights(subs: list[np.ndarray], weighting=CONFIG.weighting.weights) -> np.ndarray:
     results = [measure.measure_frame(s, CONFIG.measurement, saturation=FULL_WELL) for s in subs]
-    ratios = select.provisional_flux_ratios([r.stars for r in results], 0, CONFIG.registration)
-    return select.sub_weights(
-        [r.metrics() for r in results], CONFIG.weighting.weights, flux_ratios=ratios
+    ratios = select.provisional_flux_ratios(
+        [r.stars for r in results],
+        0,
+        CONFIG.registration,
+        saturated=[r.stars_saturated for r in results],
     )
+    return select.sub_weights([r.metrics() for r in results], weighting, flux_ratios=ratios)
 
 
 def test_a_sharper_sub_of_equal_transparency_weighs_more(night):
     _, subs = night
-    weights = _group_weights([subs[4.2], subs[3.0], subs[2.2]])
-    print("PSF signal weights, FWHM 4.2 / 3.0 / 2.2 px:", np.round(weights, 3))
-    assert weights[0] < weights[1] < weights[2]
+    psfsw = _group_weights([subs[4.2], subs[3.0], subs[2.2]], PSFSignalWeighting())
+    print("PSF signal weights, FWHM 4.2 / 3.0 / 2.2 px:", np.round(psfsw, 3))
+    assert psfsw[0] < psfsw[1] < psfsw[2]
     # PSFSW ~ 1 / area: the sharpest sub weighs about (4.2 / 2.2)^2 times the blurriest
-    assert weights[2] / weights[0] == pytest.approx((4.2 / 2.2) ** 2, rel=0.25)
+    assert psfsw[2] / psfsw[0] == pytest.approx((4.2 / 2.2) ** 2, rel=0.25)
+    default = _group_weights([subs[4.2], subs[3.0], subs[2.2]])
+    print("aperture SNR weights (default):", np.round(default, 3))
+    assert default[0] < default[1] < default[2]
+    # the light of each sub's stars inside 1.5 x the median FWHM (4.5 px), beta 3.5
+    enclosed = select.moffat_enclosed(4.5, np.array([4.2, 2.2]), np.array([3.5, 3.5]))
+    assert default[2] / default[0] == pytest.approx(enclosed[1] / enclosed[0], rel=0.1)
 
 
 def test_a_hazy_sub_weighs_less_than_a_clear_one_of_equal_seeing(night):
@@ -135,3 +147,25 @@ def test_a_hazy_sub_weighs_less_than_a_clear_one_of_equal_seeing(night):
     hazy = _sub(rng, stars, fwhm=3.0, transparency=0.6, shift=(1.3, 0.4))
     weights = _group_weights([clear, hazy])
     assert weights[1] < 0.5 * weights[0]
+
+
+def test_sharp_and_blurry_subs_of_a_saturated_field_register_with_unbiased_photometry(night):
+    """The brightest stars (saturated in the sharp sub only) still match; the flux ratio
+    leaves them out: equal transparency gives 1."""
+    from pipeline.stages.register import solve_transform
+
+    _, subs = night
+    sharp, blurry = (
+        measure.detect_stars(subs[f], CONFIG.measurement, saturation=FULL_WELL) for f in (2.2, 4.2)
+    )
+    solution = solve_transform(
+        blurry.stars,
+        sharp.stars,
+        CONFIG.registration,
+        saturated=(blurry.stars_saturated, sharp.stars_saturated),
+    )
+    # subs[4.2] is shifted by 2 x (0.37, -0.61) px, subs[2.2] by 0
+    np.testing.assert_allclose(solution.matrix[:2, 2], [-0.74, 1.22], atol=0.05)
+    assert solution.flux_ratio == pytest.approx(1.0, abs=0.02)
+    biased = solve_transform(blurry.stars, sharp.stars, CONFIG.registration).flux_ratio
+    print(f"flux ratio {solution.flux_ratio:.4f}; with saturated stars {biased:.4f}")
