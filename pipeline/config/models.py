@@ -229,7 +229,13 @@ class MeasurementConfig(_Section):
 
     detection_sigma: float = Field(5.0, gt=0, description="Detection threshold in noise sigmas.")
     min_area: int = Field(5, ge=1, description="Minimum connected pixels of a star.")
-    max_stars: int = Field(300, ge=10, description="Brightest stars kept per sub.")
+    max_stars: int = Field(
+        1000,
+        ge=10,
+        description="Brightest stars kept per sub for registration and photometry: deep "
+        "enough that hundreds are unsaturated in every sub (a sharp sub saturates hundreds "
+        "of the brightest).",
+    )
     psf_stars: int = Field(
         60,
         ge=5,

@@ -11,6 +11,7 @@ estimate; PSF Signal Weight and PSF SNR follow PixInsight's definitions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ _PLATEAU_FRACTION = 0.98  # core pixels this close to the peak form a saturation
 _PLATEAU_PIXELS = 3  # ... and this many of them (peak included) mark a clipped star
 _NEIGHBOUR_FLUX = 0.02  # a neighbour brighter than this fraction of a star spoils its fit
 _GRID_CELLS = 4  # PSF stars are spread over a 4 x 4 grid of the frame
+_PHOTOMETRY_APERTURE_FWHM = 2.0  # star-table fluxes: 97 % of a Moffat (beta 3.5) star
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class StarDetection:
     saturated
         Per detection of ``objects``: its core reaches the saturation level (or, with the
         level unknown, is a flat-topped plateau).
+    subtracted
+        The image minus sep's background map (NaN replaced), which the fluxes are
+        measured on.
     """
 
     stars: np.ndarray
@@ -154,6 +159,25 @@ class StarDetection:
     mask: np.ndarray
     objects: np.ndarray
     saturated: np.ndarray
+    subtracted: np.ndarray
+
+    def with_aperture(self, radius: float) -> StarDetection:
+        """The same stars with fluxes in a circular aperture of ``radius`` px, re-sorted.
+
+        Given a radius proportional to the sub's measured FWHM, every sub's fluxes are the
+        same fraction of its stars' light, so flux ratios between a sharp and a blurry sub
+        are unbiased (the detection's own aperture comes from isophotal half-light radii,
+        which the isophote cuts shorter on a blurry sub).
+        """
+        if not np.isfinite(radius) or radius <= 0 or len(self.stars) == 0:
+            return self
+        x, y = self.stars[:, 0], self.stars[:, 1]
+        flux, _, _ = sep.sum_circle(self.subtracted, x, y, radius, mask=self.mask, subpix=5)
+        stars = np.column_stack([x, y, flux]).astype(np.float64)
+        good = np.isfinite(flux) & (flux > 0)
+        stars, flags = stars[good], self.stars_saturated[good]
+        order = np.argsort(stars[:, 2])[::-1]
+        return dataclasses.replace(self, stars=stars[order], stars_saturated=flags[order])
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,7 @@ def detect_stars(
         mask=mask,
         objects=objects,
         saturated=saturated,
+        subtracted=subtracted,
     )
 
 
@@ -338,6 +363,8 @@ def measure_frame(
     choice = choose_psf_stars(detection, image.shape, config)
     fits = fit_psf(image, choice.x, choice.y, model="moffat")
     good = fits.ok & np.isfinite(fits.signal) & (fits.signal > 0)
+    detection = detection.with_aperture(_PHOTOMETRY_APERTURE_FWHM * _median(fits.fwhm[good]))
+    stars = detection.stars
     m_star, _ = kweights.background_residual_estimates(np.where(mask, np.nan, image))
     weight_noise = noise if np.isfinite(noise) and noise > 0 else rms
     return FrameMeasurement(

@@ -230,11 +230,21 @@ def _control_point_counts(n_sub: int, n_ref: int, limit: int) -> list[tuple[int,
     return unique
 
 
+_PHOTOMETRY_STARS = 100
+
+
 def _flux_ratio(sub_flux: np.ndarray, reference_flux: np.ndarray) -> float:
-    good = (sub_flux > 0) & (reference_flux > 0)
-    if good.sum() < 3:
+    """Median flux ratio (reference / sub) of the brightest 100 matched pairs.
+
+    Bright stars only: a faint star's flux carries the background's error, which grows with
+    the PSF's width (more of the wings are taken for background), so fainter pairs would
+    bias a blurry sub's ratio.
+    """
+    good = np.flatnonzero((sub_flux > 0) & (reference_flux > 0))
+    if good.size < 3:
         return float("nan")
-    return float(np.exp(np.median(np.log(reference_flux[good] / sub_flux[good]))))
+    brightest = good[np.argsort(reference_flux[good])[::-1][:_PHOTOMETRY_STARS]]
+    return float(np.exp(np.median(np.log(reference_flux[brightest] / sub_flux[brightest]))))
 
 
 def warp_to_reference(

@@ -151,12 +151,12 @@ def test_a_hazy_sub_weighs_less_than_a_clear_one_of_equal_seeing(night):
 
 def test_sharp_and_blurry_subs_of_a_saturated_field_register_with_unbiased_photometry(night):
     """The brightest stars (saturated in the sharp sub only) still match; the flux ratio
-    leaves them out: equal transparency gives 1."""
+    leaves them out and measures in apertures of 2 FWHM: equal transparency gives 1."""
     from pipeline.stages.register import solve_transform
 
     _, subs = night
     sharp, blurry = (
-        measure.detect_stars(subs[f], CONFIG.measurement, saturation=FULL_WELL) for f in (2.2, 4.2)
+        measure.measure_frame(subs[f], CONFIG.measurement, saturation=FULL_WELL) for f in (2.2, 4.2)
     )
     solution = solve_transform(
         blurry.stars,
