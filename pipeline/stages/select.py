@@ -205,8 +205,8 @@ def sub_weights(
     flux_ratios
         Per-sub flux ratio to a common reference sub (reference / sub). With them PSF Signal
         Weight and PSF SNR compare the subs over one common star list (module notes); a sub
-        whose ratio is unknown (NaN) then weighs 0. Without them each sub's own PSF values
-        are used.
+        whose ratio is unknown (NaN) is given the group's median transparency. Without them
+        each sub's own PSF values are used.
     """
     if weighting.method == "none":
         return np.ones(len(metrics))
@@ -243,6 +243,10 @@ def _common_star_weights(
     ratio = np.array([_number(r) for r in flux_ratios])
     noise = np.array([_number(m.get("noise")) for m in metrics])
     transparency = np.where(ratio > 0, 1.0 / ratio, np.nan)
+    # a sub whose photometry failed (too few unsaturated matched stars) is taken as typical,
+    # not dropped: its noise and PSF still weigh it
+    known = np.isfinite(transparency)
+    transparency[~known] = float(np.median(transparency[known])) if known.any() else 1.0
     if isinstance(weighting, PSFSNRWeighting):
         return transparency**2 / noise**2
     if isinstance(weighting, ApertureSNRWeighting):

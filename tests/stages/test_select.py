@@ -48,3 +48,15 @@ def test_elongated_night_with_a_wide_spread_loses_nothing():
     eccentricity = np.clip(0.65 + 0.1 * ndtri((np.arange(142) + 0.5) / 142), 0.0, 0.95)
     assert np.count_nonzero(eccentricity > 0.8) >= 9  # what the old absolute 0.8 dropped
     assert not any(exclusions(_metrics(eccentricity), parse_config({}).selection))
+
+
+def test_a_sub_without_photometry_is_weighed_as_typical_not_dropped():
+    from pipeline.stages.select import sub_weights
+
+    metrics = [{"fwhm": 3.0, "noise": 10.0, "psf_area": 30.0, "m_star": 5.0, "psf_beta": 3.5}] * 3
+    weights = sub_weights(
+        metrics, parse_config({}).weighting.weights, flux_ratios=[1.0, float("nan"), 1.25]
+    )
+    assert weights[1] > 0
+    # transparencies 1 and 0.8: the unknown one takes their median, 0.9
+    np.testing.assert_allclose(weights, [1.0, 0.81, 0.64], rtol=1e-9)
