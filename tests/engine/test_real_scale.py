@@ -25,12 +25,17 @@ def _frames_with_truth(night: Path, truth, manifest) -> list[tuple[dict, object]
     return pairs
 
 
-@pytest.fixture(scope="module")
-def elongated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("elongated")
-    truth = generate_elongated_night(root / "night", n_lights=16)
+def _processed(tmp_path_factory, name: str, generate, n_lights: int):
+    """A generated night run with the default configuration: (night, truth, manifest)."""
+    root = tmp_path_factory.mktemp(name)
+    truth = generate(root / "night", n_lights=n_lights)
     result = Pipeline(load_config(None), root / "out").run(root / "night")
     return root / "night", truth, result.manifest
+
+
+@pytest.fixture(scope="module")
+def elongated(tmp_path_factory):
+    return _processed(tmp_path_factory, "elongated", generate_elongated_night, 16)
 
 
 def test_elongated_night_loses_only_its_outliers(elongated):
@@ -52,10 +57,7 @@ def test_elongated_night_loses_only_its_outliers(elongated):
 
 @pytest.fixture(scope="module")
 def large(tmp_path_factory):
-    root = tmp_path_factory.mktemp("large")
-    truth = generate_large_night(root / "night", n_lights=12)
-    result = Pipeline(load_config(None), root / "out").run(root / "night")
-    return root / "night", truth, result.manifest
+    return _processed(tmp_path_factory, "large", generate_large_night, 12)
 
 
 @pytest.mark.slow
