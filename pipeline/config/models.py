@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "BackgroundExtractionConfig",
@@ -444,6 +444,31 @@ class LargeScaleRejection(_Section):
         return self
 
 
+class PsfMatchedRejection(_Section):
+    """Judge each sub's pixels after taking off its seeing difference from the stack.
+
+    A blurrier sub's stars are lower in the core and higher in the wings than the stack, by
+    many sigmas for bright stars; a per-pixel test would reject those wings. Each sub's
+    difference from the stack is modelled as ``sum_k c_k (G_k * S - S)`` (``S`` the stack's
+    sources, ``G_k`` Gaussians; difference imaging after Alard & Lupton 1998), ``c_k``
+    fitted per sub, and rejection tests what the model does not explain."""
+
+    blur_fwhm: tuple[float, ...] = Field(
+        (0.35, 0.85),
+        min_length=1,
+        max_length=4,
+        description="Widths (sigma) of the model's Gaussians, in units of the subs' median "
+        "FWHM: one for the core, one for the wings.",
+    )
+
+    @field_validator("blur_fwhm")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < v <= 5 for v in value):
+            raise ValueError(f"blur_fwhm {list(value)}: each width must be > 0 and <= 5 (x FWHM)")
+        return value
+
+
 class IntegrationMaps(_Section):
     """Per-pixel maps written as extensions of the master (FITS HDUs)."""
 
@@ -462,6 +487,11 @@ class IntegrationConfig(_Section):
     large_scale_rejection: LargeScaleRejection | None = Field(
         default_factory=lambda: LargeScaleRejection(),
         description="Also reject the faint edges of rejected trails; null to turn off.",
+    )
+    psf_matched_rejection: PsfMatchedRejection | None = Field(
+        default_factory=lambda: PsfMatchedRejection(),
+        description="Test pixels after each sub's modelled seeing difference from the stack "
+        "(so blurrier subs keep their star wings); null to test them as they are.",
     )
     rejection_normalization: Literal["equalize_noise", "none"] = Field(
         "equalize_noise",

@@ -766,6 +766,12 @@ def _frame_reports(results: dict[str, Any]) -> list[dict[str, Any]]:
                 report["normalization"] = integration["normalization"][index]
                 report["rejected_fraction"] = integration["rejected_fraction"][index]
                 report["expected_false_rejection"] = integration.get("expected_false_rejection")
+                match = integration.get("psf_match")
+                report["psf_match"] = (
+                    {"sigmas": match["sigmas"], "coefficients": match["coefficients"][index]}
+                    if match
+                    else None
+                )
             reference = selection["reference"]
             report["reference"] = reference is not None and light["frame"] == reference["frame"]
             report["excluded"] = light.get("excluded") or integration.get("excluded", {}).get(

@@ -26,6 +26,7 @@ from pipeline.engine.tiling import band_height, default_memory_limit_mb, row_ban
 from pipeline.errors import DiskFullError, FrameReadError, IntegrationError, LinearLinkError
 from pipeline.frames import FrameMetadata
 from pipeline.io.fits import ImageReader, read_image, write_error, write_image
+from pipeline.kernels import psfmatch
 from pipeline.kernels.stats import robust_location_scale
 from pipeline.provenance import keys
 from pipeline.stages import calibrate, integrate, measure, normalize, preview, register, select
@@ -540,7 +541,7 @@ def register_frame(
             "flux_ratio": solution.flux_ratio,
             "location": [stat[0] for stat in statistics],
             "dispersion": [stat[1] for stat in statistics],
-            "noise": measure.central_noise(luminance(warped)),
+            "noise": measure.registered_noise(luminance(warped)),
             "coverage": float(np.isfinite(warped).mean()),
         }
         return {"registered": store.relative(path)}, result
@@ -637,6 +638,7 @@ def integrate_group(
             sub_noise=noise,
             pivot=_rejection_pivot(subs, reference_frame, config),
             large_scale=config.integration.large_scale_rejection,
+            psf_match_sigmas=_psf_match_sigmas([subs[i] for i in kept], config),
         )
         maps = {
             "COUNT": integrated.count,
@@ -691,10 +693,38 @@ def integrate_group(
             ],
             "reference": reference_frame,
             "crop": crop,
+            "psf_match": _psf_match_record(integrated.psf_match, kept, len(subs)),
         }
         return {"master": store.relative(path)}, result
 
     return cached(store, "integrate", key, compute)
+
+
+def _psf_match_sigmas(subs: Sequence[Record], config: PipelineConfig) -> list[float] | None:
+    """Gaussian widths (pixels) of the seeing-difference model: the configured multiples of
+    the subs' median FWHM (None when off or no sub has a FWHM)."""
+    matched = config.integration.psf_matched_rejection
+    if matched is None:
+        return None
+    fwhm = [sub["measure"]["result"]["metrics"].get("fwhm") for sub in subs]
+    fwhm = [float(f) for f in fwhm if f is not None and np.isfinite(f) and f > 0]
+    if not fwhm:
+        return None
+    median = float(np.median(fwhm))
+    return [factor * median for factor in matched.blur_fwhm]
+
+
+def _psf_match_record(
+    match: integrate.PsfMatch | None, kept: Sequence[int], frames: int
+) -> dict[str, Any] | None:
+    """run.json: the model's widths and each sub's coefficients (per channel; None if
+    the sub was not integrated)."""
+    if match is None:
+        return None
+    per_sub: list[Any] = [None] * frames
+    for position, index in enumerate(kept):
+        per_sub[index] = [[float(c) for c in channel[position]] for channel in match.coefficients]
+    return {"sigmas": list(match.sigmas), "coefficients": per_sub}
 
 
 def _sub_noise(sub: Record) -> float:
@@ -811,6 +841,7 @@ def integrate_files(
     pivot: Sequence[float] | None = None,
     large_scale: LargeScaleRejection | None = None,
     bands: Sequence[slice] | None = None,
+    psf_match_sigmas: Sequence[float] | None = None,
 ) -> integrate.IntegratedBand:
     """Integrate registered sub files band by band, the sub axis whole, in bounded memory.
 
@@ -841,24 +872,41 @@ def integrate_files(
         Large-scale rejection (bands then read a few extra rows on each side).
     bands
         Explicit row bands (tests use uneven ones); default: from the memory limit.
+    psf_match_sigmas
+        Widths (pixels) of the seeing-difference model's Gaussians: fit each sub's model on
+        a few fixed stripes of rows (:func:`psf_match_coefficients`), then let rejection
+        test the samples without it (see :func:`pipeline.stages.integrate.integrate_band`).
     """
     workers = max(1, workers or min(4, os.cpu_count() or 1))
     readers = [ImageReader(path) for path in paths]
+    settings = {
+        "normalizations": normalizations,
+        "weights": weights,
+        "rejection": rejection,
+        "sub_noise": sub_noise,
+        "pivot": pivot,
+    }
     try:
         shape = readers[0].shape
         _check_shapes(readers, shape)
+        sigmas = tuple(float(s) for s in psf_match_sigmas) if psf_match_sigmas else None
+        halo = integrate.halo_rows(large_scale) + integrate.psf_match_rows(sigmas)
         if bands is None:
-            compiled = integrate.is_compiled(rejection, len(paths))
+            compiled = integrate.is_compiled(rejection, len(paths)) and sigmas is None
             height = band_height(
                 shape,
                 len(paths),
                 memory_limit_mb=memory_limit_mb,
                 workers=workers,
                 compiled=compiled,
-                masks=large_scale is not None,
-                halo=integrate.halo_rows(large_scale),
+                masks=large_scale is not None or sigmas is not None,
+                halo=halo,
             )
             bands = list(row_bands(shape[-2], height))
+        psf_match = None
+        if sigmas is not None:
+            coefficients = psf_match_coefficients(readers, shape, sigmas, settings, workers)
+            psf_match = integrate.PsfMatch(sigmas, coefficients)
         result = integrate.IntegratedBand(  # the whole image, filled band by band
             image=np.empty(shape, dtype=np.float32),
             count=np.empty(shape, dtype=np.uint16),
@@ -866,10 +914,9 @@ def integrate_files(
             high=np.empty(shape, dtype=np.uint16),
             noise=np.empty(shape, dtype=np.float32),
             rejected_per_sub=np.zeros((len(paths), 2), dtype=np.int64),
+            psf_match=psf_match,
         )
         per_band = [None] * len(bands)
-
-        halo = integrate.halo_rows(large_scale)
         workspace = threading.local()
 
         def integrate_rows(index: int, rows: slice) -> None:
@@ -885,16 +932,13 @@ def integrate_files(
                 reader.read_into(stack[position], read)
             band = integrate.integrate_band(
                 stack,
-                normalizations=normalizations,
-                weights=weights,
-                rejection=rejection,
-                sub_noise=sub_noise,
-                pivot=pivot,
+                **settings,
                 large_scale=large_scale,
                 rows=read,
                 keep=slice(rows.start - read.start, rows.stop - read.start),
                 overwrite=True,
                 scratch=workspace.scratch,
+                psf_match=psf_match,
             )
             del stack
             for name in ("image", "count", "low", "high", "noise"):
@@ -909,6 +953,56 @@ def integrate_files(
     finally:
         for reader in readers:
             reader.close()
+
+
+PSF_MATCH_STRIPES = 4
+"""Stripes of rows on which the seeing-difference model of every sub is fitted."""
+PSF_MATCH_STRIPE_ROWS = 128
+
+
+def psf_match_stripes(height: int) -> list[slice]:
+    """Fixed, evenly spaced stripes of rows (the fit never depends on the banding)."""
+    rows = min(PSF_MATCH_STRIPE_ROWS, max(1, height // PSF_MATCH_STRIPES))
+    starts = {
+        int(round((i + 0.5) * height / PSF_MATCH_STRIPES - rows / 2))
+        for i in range(PSF_MATCH_STRIPES)
+    }
+    return [slice(max(0, s), min(height, max(0, s) + rows)) for s in sorted(starts)]
+
+
+def psf_match_coefficients(
+    readers: Sequence[ImageReader],
+    shape: tuple[int, ...],
+    sigmas: tuple[float, ...],
+    settings: dict[str, Any],
+    workers: int,
+) -> np.ndarray:
+    """(channels, N, K) seeing-difference model of every sub, fitted on fixed stripes."""
+    halo = integrate.psf_match_rows(sigmas)
+
+    def equations(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
+        stack = np.empty(
+            (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]), np.float32
+        )
+        for position, reader in enumerate(readers):
+            reader.read_into(stack[position], read)
+        return integrate.psf_match_equations(
+            stack,
+            **settings,
+            sigmas=sigmas,
+            rows=read,
+            keep=slice(rows.start - read.start, rows.stop - read.start),
+            overwrite=True,
+        )
+
+    stripes = psf_match_stripes(shape[-2])
+    tasks = [dask.delayed(equations)(rows) for rows in stripes]
+    with _INTEGRATION_LOCK:
+        parts = dask.compute(*tasks, scheduler="threads", num_workers=min(workers, len(tasks)))
+    ata = np.sum([part[0] for part in parts], axis=0)
+    atb = np.sum([part[1] for part in parts], axis=0)
+    return np.stack([psfmatch.solve_coefficients(a, b) for a, b in zip(ata, atb, strict=True)])
 
 
 def _master_light_cards(

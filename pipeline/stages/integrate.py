@@ -22,6 +22,7 @@ from pipeline.config.models import (
     WinsorizedSigmaRejection,
 )
 from pipeline.kernels import _clip_numba as clip
+from pipeline.kernels import psfmatch
 from pipeline.kernels.combine import MAX_FRAMES
 from pipeline.kernels.localnorm import evaluate_background
 from pipeline.kernels.rejection import grow_rejection
@@ -30,16 +31,37 @@ from pipeline.stages.rejection import expected_false_rates, rejection_masks, res
 
 __all__ = [
     "IntegratedBand",
+    "PsfMatch",
     "Scratch",
     "autocrop_box",
     "halo_rows",
     "integrate_band",
     "expected_false_rates",
     "is_compiled",
+    "psf_match_equations",
+    "psf_match_rows",
     "resolve_rejection",
 ]
 
-VERSION = "3"
+VERSION = "4"
+
+
+@dataclass(frozen=True)
+class PsfMatch:
+    """Each sub's seeing difference from the stack, modelled for rejection.
+
+    Attributes
+    ----------
+    sigmas
+        Widths (pixels) of the Gaussians of the model's terms
+        (:mod:`pipeline.kernels.psfmatch`).
+    coefficients
+        (channels, N, len(sigmas)) fitted coefficients (:func:`psf_match_equations`,
+        summed over the image, then :func:`pipeline.kernels.psfmatch.solve_coefficients`).
+    """
+
+    sigmas: tuple[float, ...]
+    coefficients: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,8 @@ class IntegratedBand:
         the contributing subs, ``s_i`` the normalized noise of sub i.
     rejected_per_sub
         (N, 2) counts of low and high rejected pixels of each sub in this band.
+    psf_match
+        The seeing-difference model rejection used (None: none).
     """
 
     image: np.ndarray
@@ -67,6 +91,7 @@ class IntegratedBand:
     high: np.ndarray
     noise: np.ndarray
     rejected_per_sub: np.ndarray
+    psf_match: PsfMatch | None = None
 
 
 class Scratch:
@@ -114,6 +139,7 @@ def integrate_band(
     keep: slice | None = None,
     overwrite: bool = False,
     scratch: Scratch | None = None,
+    psf_match: PsfMatch | None = None,
 ) -> IntegratedBand:
     """Normalize each sub of a band, reject outliers, and take the weighted mean.
 
@@ -152,36 +178,32 @@ def integrate_band(
         Normalize ``stack`` in place (saves one copy of the band) instead of a copy.
     scratch
         Reusable working memory for the rejection masks (one per worker).
+    psf_match
+        Test each sample after taking off its sub's modelled seeing difference from the
+        stack (:class:`PsfMatch`), so that the wings of a blurrier sub's stars are not
+        rejected; it needs :func:`psf_match_rows` more rows of halo. The average uses
+        the samples as they are.
     """
     frames = stack.shape[0]
-    if not 1 <= frames <= MAX_FRAMES:
-        raise ValueError(f"{frames} subs given; integrate between 1 and {MAX_FRAMES} at once")
-    data = stack if overwrite else stack.copy()
-    if data.ndim == 3:
-        data = data[:, None]
+    data, combinations = _prepared(
+        stack, normalizations, weights, rejection, sub_noise, pivot, rows, overwrite, scratch
+    )
     channels, height = data.shape[1], data.shape[2]
-    rows = rows if rows is not None else slice(0, height)
-    for index, normalization in enumerate(normalizations):
-        _normalize_sub(data[index], normalization, rows)
-    weights = _checked_weights(weights, frames)
-    noise = np.ones(frames) if sub_noise is None else np.asarray(sub_noise, dtype=np.float64)
-    rejection = resolve_rejection(rejection, frames)
     keep = keep if keep is not None else slice(0, height)
     kept_shape = (len(range(height)[keep]), data.shape[3])
     outputs = [_allocate(kept_shape, frames) for _ in range(channels)]
-    for channel in range(channels):
-        factor = np.array([_factor(n, channel) for n in normalizations])
-        normalized_noise = noise * np.abs(factor)
-        equalize = (np.ones(frames), 0.0, 0.0)
-        if pivot is not None and sub_noise is not None:
-            common = float(np.median(normalized_noise))
-            level = float(pivot[min(channel, len(pivot) - 1)])
-            equalize = (common / normalized_noise, level, common)
-        combine = _Combination(weights, normalized_noise, equalize, rejection, scratch)
-        if large_scale is None:
+    for channel, combine in enumerate(combinations):
+        if large_scale is None and psf_match is None:
             combine.fused(data[:, channel, keep].reshape(frames, -1), outputs[channel])
-        else:
-            combine.grown(data[:, channel], keep, large_scale, outputs[channel])
+            continue
+        match = None
+        if psf_match is not None:
+            channel_coefficients = psf_match.coefficients
+            match = (
+                channel_coefficients[min(channel, len(channel_coefficients) - 1)],
+                psf_match.sigmas,
+            )
+        combine.masked(data[:, channel], keep, large_scale, match, outputs[channel])
     per_sub = sum(out[5] for out in outputs)
     image, count, low, high, noise_map = (
         np.stack([out[k].reshape(kept_shape) for out in outputs]) for k in range(5)
@@ -191,9 +213,95 @@ def integrate_band(
     return IntegratedBand(image, count, low, high, noise_map, per_sub)
 
 
+def _prepared(
+    stack: np.ndarray,
+    normalizations: Sequence[Normalization | LocalNormalization],
+    weights: np.ndarray,
+    rejection: Rejection,
+    sub_noise: Sequence[float] | None,
+    pivot: Sequence[float] | None,
+    rows: slice | None,
+    overwrite: bool,
+    scratch: Scratch | None,
+) -> tuple[np.ndarray, list[_Combination]]:
+    """The normalized (N, C, rows, cols) band and each channel's :class:`_Combination`."""
+    frames = stack.shape[0]
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ValueError(f"{frames} subs given; integrate between 1 and {MAX_FRAMES} at once")
+    data = stack if overwrite else stack.copy()
+    if data.ndim == 3:
+        data = data[:, None]
+    rows = rows if rows is not None else slice(0, data.shape[2])
+    for index, normalization in enumerate(normalizations):
+        _normalize_sub(data[index], normalization, rows)
+    weights = _checked_weights(weights, frames)
+    noise = np.ones(frames) if sub_noise is None else np.asarray(sub_noise, dtype=np.float64)
+    rejection = resolve_rejection(rejection, frames)
+    combinations = []
+    for channel in range(data.shape[1]):
+        factor = np.array([_factor(n, channel) for n in normalizations])
+        normalized_noise = noise * np.abs(factor)
+        equalize = (np.ones(frames), 0.0, 0.0)
+        if pivot is not None and sub_noise is not None:
+            common = float(np.median(normalized_noise))
+            level = float(pivot[min(channel, len(pivot) - 1)])
+            equalize = (common / normalized_noise, level, common)
+        combinations.append(_Combination(weights, normalized_noise, equalize, rejection, scratch))
+    return data, combinations
+
+
+def psf_match_equations(
+    stack: np.ndarray,
+    *,
+    normalizations: Sequence[Normalization | LocalNormalization],
+    weights: np.ndarray,
+    rejection: Rejection,
+    sigmas: Sequence[float],
+    sub_noise: Sequence[float] | None = None,
+    pivot: Sequence[float] | None = None,
+    rows: slice | None = None,
+    keep: slice | None = None,
+    overwrite: bool = False,
+    scratch: Scratch | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normal equations of the seeing-difference model of every sub, from one band.
+
+    The band is normalized and rejected as :func:`integrate_band` does; each sub's
+    difference from the stack at the stack's sources (rows ``keep``) is fitted on the
+    model's terms (:func:`pipeline.kernels.psfmatch.normal_equations`). The band needs
+    :func:`psf_match_rows` rows of halo on each side.
+
+    Returns
+    -------
+    ata, atb
+        (C, N, K, K) and (C, N, K): sum them over bands, then solve per channel with
+        :func:`pipeline.kernels.psfmatch.solve_coefficients`.
+    """
+    data, combinations = _prepared(
+        stack, normalizations, weights, rejection, sub_noise, pivot, rows, overwrite, scratch
+    )
+    keep = keep if keep is not None else slice(0, data.shape[2])
+    equations = []
+    for channel, combine in enumerate(combinations):
+        band = data[:, channel]
+        mean, signal, basis = combine.source_basis(band, sigmas)
+        sources = signal[keep] > 0
+        differences = band[:, keep][:, sources] - mean[keep][sources]
+        equations.append(psfmatch.normal_equations(differences, basis[:, keep][:, sources]))
+    return (
+        np.stack([ata for ata, _ in equations]),
+        np.stack([atb for _, atb in equations]),
+    )
+
+
 def halo_rows(large_scale: LargeScaleRejection | None) -> int:
     """Extra rows on each side of a band that large-scale rejection needs."""
     return 0 if large_scale is None else 2 * large_scale.growth
+
+
+def psf_match_rows(sigmas: Sequence[float] | None) -> int:
+    """Extra rows on each side of a band that the seeing-difference model needs."""
+    return 0 if not sigmas else psfmatch.basis_radius(sigmas)
 
 
 def _checked_weights(weights, frames: int) -> np.ndarray:
@@ -302,18 +410,67 @@ class _Combination:
         tested += plane.dtype.type(pivot)
         return rejection_masks(tested, self.rejection)
 
-    def grown(
-        self, band: np.ndarray, keep: slice, large_scale: LargeScaleRejection, out: tuple
-    ) -> None:
-        """Reject a (N, rows, cols) band, grow each sub's high rejections, average ``keep``."""
+    def source_basis(
+        self, band: np.ndarray, sigmas: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stack mean (rejected as configured), its source signal and the model's terms.
+
+        Sources are where the stack is 3 of its noise sigmas above the sky (the pivot).
+        """
         frames, rows, cols = band.shape
-        low, high = self.masks(band.reshape(frames, -1))
+        flat = band.reshape(frames, -1)
+        low, high = self.masks(flat)
+        first = _allocate((rows, cols), frames)
+        clip.masked_combine(flat, self.weights, self.noise, low, high, first)
+        mean = first[0].reshape(rows, cols)
+        sky = float(self.equalize[1]) if self.equalize[2] > 0 else float(np.nanmedian(mean))
+        threshold = 3.0 * float(np.median(self.noise)) / np.sqrt(frames)
+        signal = psfmatch.source_signal(mean, sky, threshold)
+        return mean, signal, psfmatch.blur_basis(signal, sigmas)
+
+    def matched_masks(
+        self, band: np.ndarray, coefficients: np.ndarray, sigmas: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of a (N, rows, cols) band tested without each sub's modelled seeing
+        difference (the band is restored afterwards, to float32 rounding)."""
+        frames = band.shape[0]
+        _, _, basis = self.source_basis(band, sigmas)
+        terms = coefficients.astype(np.float32)
+
+        def shift(sign: float) -> None:
+            for index in range(frames):
+                for term, coefficient in enumerate(terms[index]):
+                    if coefficient != 0:
+                        band[index] += np.float32(sign) * coefficient * basis[term]
+
+        shift(-1.0)
+        try:
+            return self.masks(band.reshape(frames, -1))
+        finally:
+            shift(1.0)
+
+    def masked(
+        self,
+        band: np.ndarray,
+        keep: slice,
+        large_scale: LargeScaleRejection | None,
+        match: tuple[np.ndarray, Sequence[float]] | None,
+        out: tuple,
+    ) -> None:
+        """Reject a (N, rows, cols) band (seeing-matched if ``match``), grow each sub's high
+        rejections (if ``large_scale``), average ``keep``."""
+        frames, rows, cols = band.shape
+        if match is None:
+            low, high = self.masks(band.reshape(frames, -1))
+        else:
+            low, high = self.matched_masks(band, *match)
         low, high = low.reshape(frames, rows, cols), high.reshape(frames, rows, cols)
-        for index in range(frames):
-            grown = grow_rejection(
-                high[index], growth=large_scale.growth, min_pixels=large_scale.min_pixels
-            )
-            np.logical_and(grown, ~low[index], out=high[index])
+        if large_scale is not None:
+            for index in range(frames):
+                grown = grow_rejection(
+                    high[index], growth=large_scale.growth, min_pixels=large_scale.min_pixels
+                )
+                np.logical_and(grown, ~low[index], out=high[index])
         # Combine the whole (contiguous) band, halo included, then keep the band proper:
         # the compiled loop vectorises only over contiguous rows.
         whole = _allocate((rows, cols), frames)

@@ -28,7 +28,7 @@ __all__ = [
     "FrameMeasurement",
     "PSFStarChoice",
     "StarDetection",
-    "central_noise",
+    "registered_noise",
     "choose_psf_stars",
     "detect_stars",
     "measure_frame",
@@ -111,17 +111,17 @@ class FrameMeasurement:
         }
 
 
-def central_noise(image: np.ndarray, *, side: int = 1024) -> float:
-    """Per-pixel noise of the central ``side`` x ``side`` crop of a mono image (NaN = no data).
+def registered_noise(image: np.ndarray) -> float:
+    """Per-pixel noise of a registered mono image (NaN = no data), over the whole frame.
 
-    Used on registered subs, whose per-pixel noise resampling has lowered (by about 15 %
-    for Lanczos-3) and correlated: :func:`pipeline.kernels.noise.pixel_noise` measures the
-    spread of single pixels, which the rejection compares against; the centre is covered by
-    every sub and a crop keeps it cheap.
+    Resampling lowers (by about 15-25 % for Lanczos-3) and correlates the per-pixel noise
+    of a registered sub: :func:`pipeline.kernels.noise.pixel_noise` measures the spread of
+    single pixels, which the rejection compares against. How much it is lowered depends on
+    the fractional shift, which a rotation makes vary across the frame in broad stripes, so
+    the median is taken over the tiles of the whole frame: a central crop can fall on one
+    stripe and read 10 % low, and rejection would then test that sub 10 % too tightly.
     """
-    rows, cols = image.shape
-    top, left = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
-    return float(pixel_noise(image[top : top + side, left : left + side]))
+    return float(pixel_noise(image))
 
 
 @dataclass(frozen=True)

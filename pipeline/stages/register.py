@@ -19,7 +19,7 @@ from pipeline.kernels.transform import warp_image
 
 __all__ = ["RegistrationSolution", "fit_transform", "solve_transform", "warp_to_reference"]
 
-VERSION = "3"
+VERSION = "4"
 
 _MIN_MATCHES = 4
 

@@ -20,6 +20,7 @@ from pipeline.io.fits import write_image
 from pipeline.kernels.localnorm import background_grid
 from pipeline.stages.integrate import integrate_band
 from pipeline.stages.normalize import LocalNormalization, Normalization
+from sample_data.sky import render_stars
 
 UNEVEN = [slice(0, 7), slice(7, 8), slice(8, 30), slice(30, 31), slice(31, 53)]
 
@@ -94,6 +95,38 @@ def test_tiled_integration_equals_in_memory(tmp_path, rejection, large_scale):
     if not isinstance(rejection, NoRejection):
         assert (tiled.high[10:12] >= 1).all()  # the trail is rejected everywhere
         assert tiled.rejected_per_sub[3, 1] >= 2 * 40
+
+
+def test_tiled_seeing_matched_rejection_equals_in_memory(tmp_path):
+    """The model is fitted on fixed stripes and its terms need a halo: any banding gives
+    the same master, masks and per-sub rejections as one band."""
+    rng = np.random.default_rng(4)
+    shape = (53, 40)
+    stars = (rng.uniform(5, 35, 12), rng.uniform(5, 48, 12), 10.0 ** rng.uniform(3, 5, 12))
+    stack = np.stack(
+        [
+            100.0 + render_stars(shape, *stars, fwhm) + rng.normal(0.0, 5.0, shape)
+            for fwhm in np.linspace(2.0, 4.5, 9)
+        ]
+    ).astype(np.float32)
+    stack[3, 10:12, :] += 5000.0  # a trail
+    paths = [write_image(tmp_path / f"sub{i}.fits", frame) for i, frame in enumerate(stack)]
+    settings = {
+        "normalizations": [Normalization((1.0,), (0.0,))] * 9,
+        "weights": np.ones(9),
+        "rejection": WinsorizedSigmaRejection(),
+        "sub_noise": np.full(9, 5.0),
+        "pivot": [100.0],
+        "large_scale": LargeScaleRejection(),
+    }
+    tiled = integrate_files(
+        paths, **settings, memory_limit_mb=2048, bands=UNEVEN, psf_match_sigmas=(1.0, 2.5)
+    )
+    assert tiled.psf_match is not None and np.abs(tiled.psf_match.coefficients).max() > 0.1
+    eager = integrate_band(stack, **settings, psf_match=tiled.psf_match)
+    for name in ("image", "count", "low", "high", "noise"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(eager, name), err_msg=name)
+    np.testing.assert_array_equal(tiled.rejected_per_sub, eager.rejected_per_sub)
 
 
 def test_tiled_local_normalization_equals_in_memory(tmp_path):
