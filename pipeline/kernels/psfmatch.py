@@ -28,6 +28,7 @@ from scipy import ndimage
 __all__ = [
     "basis_radius",
     "blur_basis",
+    "fit_pixels",
     "normal_equations",
     "solve_coefficients",
     "source_signal",
@@ -38,6 +39,8 @@ TRUNCATE = 4.0
 CLIP_PASSES = 5
 """Fit, clip, refit: at most this many passes (they stop once the kept pixels repeat)."""
 MIN_SOURCE_PIXELS = 50
+MAX_FIT_PIXELS = 50_000
+"""Pixels of one part of an image used for the fit: the most informative ones."""
 """Fewer usable source pixels than this (or a singular system): the sub is not matched."""
 
 
@@ -78,6 +81,28 @@ def blur_basis(signal: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
         )
         basis[index] -= signal
     return basis
+
+
+def fit_pixels(sources: np.ndarray, basis: np.ndarray, limit: int = MAX_FIT_PIXELS) -> np.ndarray:
+    """Indices of the source pixels the fit uses: all of them, or the ``limit`` with the
+    largest widest term (star cores and wings, where the seeing shows; a smooth sky gradient
+    above the threshold has terms near 0 and tells nothing).
+
+    Parameters
+    ----------
+    sources
+        (P,) bool: the stack's source pixels.
+    basis
+        (K, P) model terms (:func:`blur_basis`), the widest last.
+    limit
+        Most pixels returned.
+    """
+    candidates = np.flatnonzero(sources)
+    if candidates.size <= limit:
+        return candidates
+    strength = np.abs(basis[-1, candidates])
+    chosen = np.argpartition(-strength, limit - 1)[:limit]
+    return np.sort(candidates[chosen])
 
 
 def normal_equations(

@@ -285,9 +285,10 @@ def psf_match_equations(
     for channel, combine in enumerate(combinations):
         band = data[:, channel]
         mean, signal, basis = combine.source_basis(band, sigmas)
-        sources = signal[keep] > 0
-        differences = band[:, keep][:, sources] - mean[keep][sources]
-        equations.append(psfmatch.normal_equations(differences, basis[:, keep][:, sources]))
+        terms = basis[:, keep].reshape(basis.shape[0], -1)
+        fit = psfmatch.fit_pixels(signal[keep].ravel() > 0, terms)
+        differences = band[:, keep].reshape(band.shape[0], -1)[:, fit] - mean[keep].ravel()[fit]
+        equations.append(psfmatch.normal_equations(differences, terms[:, fit]))
     return (
         np.stack([ata for ata, _ in equations]),
         np.stack([atb for _, atb in equations]),
@@ -418,10 +419,8 @@ class _Combination:
         Sources are where the stack is 3 of its noise sigmas above the sky (the pivot).
         """
         frames, rows, cols = band.shape
-        flat = band.reshape(frames, -1)
-        low, high = self.masks(flat)
         first = _allocate((rows, cols), frames)
-        clip.masked_combine(flat, self.weights, self.noise, low, high, first)
+        self.fused(band.reshape(frames, -1), first)
         mean = first[0].reshape(rows, cols)
         sky = float(self.equalize[1]) if self.equalize[2] > 0 else float(np.nanmedian(mean))
         threshold = 3.0 * float(np.median(self.noise)) / np.sqrt(frames)
@@ -435,13 +434,21 @@ class _Combination:
         difference (the band is restored afterwards, to float32 rounding)."""
         frames = band.shape[0]
         _, _, basis = self.source_basis(band, sigmas)
-        terms = coefficients.astype(np.float32)
+        flat_basis = basis.reshape(basis.shape[0], -1)
+        samples = band.reshape(frames, -1)
+        touched = np.flatnonzero(np.any(flat_basis != 0, axis=0))  # near the sources only
+        sparse = touched.size < flat_basis.shape[1] // 4
+        terms = flat_basis[:, touched] if sparse else flat_basis
+        coefficients = coefficients.astype(np.float32)
 
         def shift(sign: float) -> None:
             for index in range(frames):
-                for term, coefficient in enumerate(terms[index]):
-                    if coefficient != 0:
-                        band[index] += np.float32(sign) * coefficient * basis[term]
+                correction = coefficients[index] @ terms
+                correction *= np.float32(sign)
+                if sparse:
+                    samples[index, touched] += correction
+                else:
+                    samples[index] += correction
 
         shift(-1.0)
         try:

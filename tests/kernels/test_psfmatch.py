@@ -98,3 +98,10 @@ def test_too_few_sources_or_a_singular_system_leave_the_sub_unmatched():
 @pytest.mark.parametrize("sigmas", [(1.0,), (0.6, 1.4, 3.1)])
 def test_radius_is_the_widest_kernel(sigmas):
     assert psfmatch.basis_radius(sigmas) == int(4.0 * max(sigmas) + 0.5)
+
+
+def test_fit_uses_the_strongest_source_pixels_when_there_are_too_many():
+    sources = np.array([True, False, True, True, True])
+    basis = np.array([[0.0, 0.0, 0.0, 0.0, 0.0], [5.0, 9.0, -7.0, 1.0, 3.0]])
+    np.testing.assert_array_equal(psfmatch.fit_pixels(sources, basis, limit=10), [0, 2, 3, 4])
+    np.testing.assert_array_equal(psfmatch.fit_pixels(sources, basis, limit=2), [0, 2])
