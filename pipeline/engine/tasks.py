@@ -920,16 +920,9 @@ def integrate_files(
         workspace = threading.local()
 
         def integrate_rows(index: int, rows: slice) -> None:
-            read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
             if not hasattr(workspace, "scratch"):
                 workspace.scratch = integrate.Scratch()
-            stack = workspace.scratch.array(
-                "stack",
-                (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]),
-                np.float32,
-            )
-            for position, reader in enumerate(readers):
-                reader.read_into(stack[position], read)
+            read, stack = _read_rows(readers, shape, rows, halo, workspace.scratch)
             band = integrate.integrate_band(
                 stack,
                 **settings,
@@ -953,6 +946,24 @@ def integrate_files(
     finally:
         for reader in readers:
             reader.close()
+
+
+def _read_rows(
+    readers: Sequence[ImageReader],
+    shape: tuple[int, ...],
+    rows: slice,
+    halo: int,
+    scratch: integrate.Scratch,
+) -> tuple[slice, np.ndarray]:
+    """``rows`` of every sub plus ``halo`` rows each side (within the image), as one
+    (N, ..., rows, cols) float32 stack in ``scratch``; also the rows read."""
+    read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
+    stack = scratch.array(
+        "stack", (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]), np.float32
+    )
+    for position, reader in enumerate(readers):
+        reader.read_into(stack[position], read)
+    return read, stack
 
 
 PSF_MATCH_STRIPES = 4
@@ -981,12 +992,7 @@ def psf_match_coefficients(
     halo = integrate.psf_match_rows(sigmas)
 
     def equations(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        read = slice(max(0, rows.start - halo), min(shape[-2], rows.stop + halo))
-        stack = np.empty(
-            (len(readers),) + shape[:-2] + (read.stop - read.start, shape[-1]), np.float32
-        )
-        for position, reader in enumerate(readers):
-            reader.read_into(stack[position], read)
+        read, stack = _read_rows(readers, shape, rows, halo, integrate.Scratch())
         return integrate.psf_match_equations(
             stack,
             **settings,

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from pipeline.kernels.stats import mad_sigma
+
 __all__ = [
     "basis_radius",
     "blur_basis",
@@ -39,9 +41,9 @@ TRUNCATE = 4.0
 CLIP_PASSES = 5
 """Fit, clip, refit: at most this many passes (they stop once the kept pixels repeat)."""
 MIN_SOURCE_PIXELS = 50
+"""Fewer usable source pixels than this (or a singular system): the sub is not matched."""
 MAX_FIT_PIXELS = 50_000
 """Pixels of one part of an image used for the fit: the most informative ones."""
-"""Fewer usable source pixels than this (or a singular system): the sub is not matched."""
 
 
 def basis_radius(sigmas: Sequence[float]) -> int:
@@ -139,7 +141,7 @@ def normal_equations(
                 break
             fit, *_ = np.linalg.lstsq(design[kept], y[kept], rcond=None)
             residual = y - design @ fit
-            scale = 1.4826 * np.median(np.abs(residual[kept] - np.median(residual[kept])))
+            scale = mad_sigma(residual[kept])
             if not scale > 0:
                 break
             inside = np.flatnonzero(np.abs(residual) <= clip * scale)

@@ -96,8 +96,14 @@ def test_too_few_sources_or_a_singular_system_leave_the_sub_unmatched():
 
 
 @pytest.mark.parametrize("sigmas", [(1.0,), (0.6, 1.4, 3.1)])
-def test_radius_is_the_widest_kernel(sigmas):
-    assert psfmatch.basis_radius(sigmas) == int(4.0 * max(sigmas) + 0.5)
+def test_a_band_with_the_radius_as_halo_gets_the_whole_image_terms(sigmas):
+    rng = np.random.default_rng(4)
+    signal = rng.gamma(1.0, 50.0, (80, 30)).astype(np.float32)
+    radius = psfmatch.basis_radius(sigmas)
+    assert radius == int(4.0 * max(sigmas) + 0.5)
+    whole = psfmatch.blur_basis(signal, sigmas)
+    band = psfmatch.blur_basis(signal[30 - radius : 50 + radius], sigmas)
+    np.testing.assert_array_equal(band[:, radius:-radius], whole[:, 30:50])
 
 
 def test_fit_uses_the_strongest_source_pixels_when_there_are_too_many():
